@@ -1,0 +1,1 @@
+"""Models of the OCI specifications shared by every layer."""

@@ -1,0 +1,297 @@
+"""Control groups: where a container's processes are counted and limited.
+
+Three layouts exist, and this machine has the middle one:
+
+- v1: one hierarchy per controller (or group of controllers) under
+  /sys/fs/cgroup/<name>;
+- hybrid: the v1 hierarchies plus a cgroup2 at /sys/fs/cgroup/unified that
+  holds no controller worth limiting (here, only hugetlb);
+- v2 (unified): one cgroup2 hierarchy at /sys/fs/cgroup.
+
+A container's cgroup is the same relative path in every hierarchy we find.
+``Cgroup`` takes the directory of each hierarchy as data, so the resource
+writers can be pointed at a temporary directory in unit tests.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+from .errors import SetupError
+
+V2 = ""  # the key of the cgroup2 hierarchy in a mounts dict
+
+
+def mounts() -> dict[str, str]:
+    """Controller (or ``name=X``, or "" for cgroup2) -> mount point."""
+    found: dict[str, str] = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fstype, _, super_options = right.split(" ", 2)
+            if fstype == "cgroup2":
+                found.setdefault(V2, left.split(" ")[4])
+            elif fstype == "cgroup":
+                mountpoint = left.split(" ")[4]
+                names = [
+                    option
+                    for option in super_options.strip().split(",")
+                    if option not in ("rw", "ro") and not option.startswith("release_agent")
+                    and option not in ("noprefix", "clone_children", "xattr")
+                    and not option.startswith("cpuset_v2_mode")
+                ]
+                found.setdefault(",".join(names), mountpoint)
+    return found
+
+
+def is_unified(cgroup_mounts: dict[str, str]) -> bool:
+    return list(cgroup_mounts) == [V2]
+
+
+def _own_cgroup() -> dict[str, str]:
+    """The runtime's own cgroup path in each hierarchy (from /proc/self/cgroup)."""
+    own: dict[str, str] = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            own[controllers] = path
+    return own
+
+
+class Cgroup:
+    """The cgroup of one container: a directory in each hierarchy."""
+
+    def __init__(self, paths: dict[str, str]) -> None:
+        self.paths = paths
+
+    @classmethod
+    def plan(cls, cgroups_path: str | None, container_id: str,
+             cgroup_mounts: dict[str, str] | None = None) -> Cgroup:
+        """Work out the directories; absolute paths are from each root."""
+        cgroup_mounts = mounts() if cgroup_mounts is None else cgroup_mounts
+        if not cgroups_path:
+            cgroups_path = f"/corral/{container_id}"
+        if ":" in cgroups_path and not cgroups_path.startswith("/"):
+            raise SetupError(
+                f"cgroupsPath '{cgroups_path}' is in systemd form (slice:prefix:name), "
+                "but the systemd cgroup driver is not supported"
+            )
+        own = _own_cgroup() if not cgroups_path.startswith("/") else {}
+        paths = {}
+        for controller, mountpoint in cgroup_mounts.items():
+            relative = cgroups_path
+            if not relative.startswith("/"):
+                relative = os.path.join(own.get(controller, "/"), relative)
+            relative = os.path.normpath("/" + relative)
+            paths[controller] = mountpoint + relative
+        return cls(paths)
+
+    def controller_dir(self, name: str) -> str | None:
+        for controllers, path in self.paths.items():
+            if name in controllers.split(","):
+                return path
+        return None
+
+    def create(self) -> None:
+        for controllers, path in self.paths.items():
+            os.makedirs(path, exist_ok=True)
+            if "cpuset" in controllers.split(","):
+                _inherit_cpuset(path)
+
+    def join(self, pid: int) -> None:
+        for path in self.paths.values():
+            _write(path, "cgroup.procs", str(pid))
+
+    def pids(self) -> list[int]:
+        for controllers in ("pids", "freezer", "memory", V2, "name=systemd"):
+            path = self.paths.get(controllers) or self.controller_dir(controllers)
+            if path:
+                try:
+                    with open(os.path.join(path, "cgroup.procs")) as f:
+                        return [int(line) for line in f if line.strip()]
+                except FileNotFoundError:
+                    continue
+        return []
+
+    def destroy(self) -> None:
+        """Remove every directory; a cgroup still busy is retried briefly."""
+        for path in self.paths.values():
+            for attempt in range(50):
+                try:
+                    os.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.EBUSY or attempt == 49:
+                        raise SetupError(f"remove cgroup '{path}': {exc.strerror}") from exc
+                    time.sleep(0.01)
+
+    # -- freezer ---------------------------------------------------------------
+
+    def freeze(self, frozen: bool) -> None:
+        path = self.controller_dir("freezer")
+        if path is not None:
+            _write(path, "freezer.state", "FROZEN" if frozen else "THAWED")
+            want = "FROZEN" if frozen else "THAWED"
+            for _ in range(1000):
+                with open(os.path.join(path, "freezer.state")) as f:
+                    if f.read().strip() == want:
+                        return
+                time.sleep(0.001)
+            raise SetupError(f"freezer '{path}' did not reach {want}")
+        v2 = self.paths.get(V2)
+        if v2 is not None and os.path.exists(os.path.join(v2, "cgroup.freeze")):
+            _write(v2, "cgroup.freeze", "1" if frozen else "0")
+            return
+        raise SetupError("pause needs the freezer cgroup controller, and it is not mounted")
+
+    # -- resources ---------------------------------------------------------------
+
+    def apply(self, resources: dict) -> None:
+        """Write linux.resources into the cgroup (v1 files, or v2 where unified)."""
+        if not resources:
+            return
+        if V2 in self.paths and len(self.paths) == 1:
+            _apply_v2(self.paths[V2], resources)
+            return
+        _apply_v1(self, resources)
+
+
+def _write(directory: str, name: str, value: str) -> None:
+    path = os.path.join(directory, name)
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError as exc:
+        raise SetupError(f"write {value!r} to '{path}': {exc.strerror}") from exc
+
+
+def _inherit_cpuset(path: str) -> None:
+    """A new v1 cpuset starts empty and takes no task until cpus and mems are set."""
+    for name in ("cpuset.cpus", "cpuset.mems"):
+        file = os.path.join(path, name)
+        with open(file) as f:
+            if f.read().strip():
+                continue
+        parent = os.path.dirname(path)
+        _inherit_cpuset_from(parent, name)
+        with open(os.path.join(parent, name)) as f:
+            _write(path, name, f.read().strip())
+
+
+def _inherit_cpuset_from(path: str, name: str) -> None:
+    file = os.path.join(path, name)
+    if not os.path.exists(file):
+        return
+    with open(file) as f:
+        if f.read().strip():
+            return
+    parent = os.path.dirname(path)
+    _inherit_cpuset_from(parent, name)
+    with open(os.path.join(parent, name)) as f:
+        _write(path, name, f.read().strip())
+
+
+# Devices every container needs, allowed whatever the device rules say (the
+# same list runc adds).
+_DEFAULT_DEVICE_RULES = [
+    "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
+    "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm",
+]  # fmt: skip
+
+
+def device_rule(rule: dict) -> str:
+    kind = rule.get("type") or "a"
+    major = rule.get("major")
+    minor = rule.get("minor")
+    if kind == "a":
+        return "a"
+    major_text = "*" if major is None or major == -1 else str(major)
+    minor_text = "*" if minor is None or minor == -1 else str(minor)
+    return f"{kind} {major_text}:{minor_text} {rule.get('access') or 'rwm'}"
+
+
+def _apply_v1(cgroup: Cgroup, resources: dict) -> None:
+    memory = resources.get("memory") or {}
+    mem_dir = cgroup.controller_dir("memory")
+    if memory and mem_dir:
+        if memory.get("limit") is not None:
+            _write(mem_dir, "memory.limit_in_bytes", str(memory["limit"]))
+        if memory.get("swap") is not None and os.path.exists(
+            os.path.join(mem_dir, "memory.memsw.limit_in_bytes")
+        ):
+            _write(mem_dir, "memory.memsw.limit_in_bytes", str(memory["swap"]))
+        if memory.get("reservation") is not None:
+            _write(mem_dir, "memory.soft_limit_in_bytes", str(memory["reservation"]))
+        if memory.get("swappiness") is not None and 0 <= memory["swappiness"] <= 100:
+            _write(mem_dir, "memory.swappiness", str(memory["swappiness"]))
+    cpu = resources.get("cpu") or {}
+    cpu_dir = cgroup.controller_dir("cpu")
+    if cpu and cpu_dir:
+        if cpu.get("shares"):
+            _write(cpu_dir, "cpu.shares", str(cpu["shares"]))
+        if cpu.get("period"):
+            _write(cpu_dir, "cpu.cfs_period_us", str(cpu["period"]))
+        if cpu.get("quota"):
+            _write(cpu_dir, "cpu.cfs_quota_us", str(cpu["quota"]))
+    cpuset_dir = cgroup.controller_dir("cpuset")
+    if cpu and cpuset_dir:
+        if cpu.get("cpus"):
+            _write(cpuset_dir, "cpuset.cpus", cpu["cpus"])
+        if cpu.get("mems"):
+            _write(cpuset_dir, "cpuset.mems", cpu["mems"])
+    pids = resources.get("pids") or {}
+    pids_dir = cgroup.controller_dir("pids")
+    if pids.get("limit") is not None and pids_dir:
+        limit = pids["limit"]
+        _write(pids_dir, "pids.max", "max" if limit <= 0 else str(limit))
+    blkio = resources.get("blockIO") or {}
+    blkio_dir = cgroup.controller_dir("blkio")
+    if blkio.get("weight") and blkio_dir:
+        for name in ("blkio.weight", "blkio.bfq.weight"):
+            if os.path.exists(os.path.join(blkio_dir, name)):
+                _write(blkio_dir, name, str(blkio["weight"]))
+                break
+    devices_dir = cgroup.controller_dir("devices")
+    rules = resources.get("devices")
+    if rules is not None and devices_dir:
+        for rule in rules:
+            name = "devices.allow" if rule.get("allow") else "devices.deny"
+            _write(devices_dir, name, device_rule(rule))
+        for rule in _DEFAULT_DEVICE_RULES:
+            _write(devices_dir, "devices.allow", rule)
+
+
+def _apply_v2(path: str, resources: dict) -> None:
+    memory = resources.get("memory") or {}
+    if memory.get("limit") is not None:
+        _write(path, "memory.max", "max" if memory["limit"] < 0 else str(memory["limit"]))
+    if memory.get("swap") is not None and memory.get("limit") is not None:
+        swap = memory["swap"]
+        value = "max" if swap < 0 else str(max(swap - memory["limit"], 0))
+        _write(path, "memory.swap.max", value)
+    if memory.get("reservation") is not None:
+        _write(path, "memory.low", str(memory["reservation"]))
+    cpu = resources.get("cpu") or {}
+    if cpu.get("shares"):
+        weight = 1 + ((cpu["shares"] - 2) * 9999) // 262142
+        _write(path, "cpu.weight", str(weight))
+    if cpu.get("quota") or cpu.get("period"):
+        quota = cpu.get("quota")
+        quota_text = "max" if not quota or quota < 0 else str(quota)
+        _write(path, "cpu.max", f"{quota_text} {cpu.get('period') or 100000}")
+    if cpu.get("cpus"):
+        _write(path, "cpuset.cpus", cpu["cpus"])
+    if cpu.get("mems"):
+        _write(path, "cpuset.mems", cpu["mems"])
+    pids = resources.get("pids") or {}
+    if pids.get("limit") is not None:
+        limit = pids["limit"]
+        _write(path, "pids.max", "max" if limit <= 0 else str(limit))
+    for key, value in (resources.get("unified") or {}).items():
+        if "/" in key or key.startswith("."):
+            raise SetupError(f"linux.resources.unified: {key!r} is not a cgroup file")
+        _write(path, key, value)

@@ -1,0 +1,467 @@
+"""The lifecycle verbs: create, start, run, kill, delete, exec, pause ...
+
+Each function here is the one entry point of a CLI verb, and follows the
+lifecycle of runtime-spec runtime.md: ``create`` builds everything and leaves
+init waiting on the exec fifo, without the user process having run;
+``start`` releases it; ``delete`` removes what create made. A create that
+fails part way removes everything it made before it raises.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import shutil
+import signal
+import time
+
+from corral import _syscalls as sc
+
+from . import hooks, log
+from .cgroups import Cgroup, mounts
+from .errors import Error, FailedPrecondition, InvalidSpec, NotFound, SetupError
+from .init import ExecConfig, InitConfig
+from .launch import check_preserved, namespace_paths, spawn_exec, spawn_init
+from .spec import load_bundle, rootfs_path
+from .state import FIFO, State, check_id, container_dir, process_start_time, rfc3339_now
+
+
+class CreateOptions:
+    def __init__(self, *, bundle: str, pid_file: str | None = None,
+                 console_socket: str | None = None, no_pivot: bool = False,
+                 preserve_fds: int = 0) -> None:
+        self.bundle = bundle
+        self.pid_file = pid_file
+        self.console_socket = console_socket
+        self.no_pivot = no_pivot
+        self.preserve_fds = preserve_fds
+
+
+def _connect_console(path: str) -> int:
+    import _socket
+
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError as exc:
+        sock.close()
+        raise SetupError(f"connect to console socket '{path}': {exc.strerror}") from exc
+    return sock.detach()
+
+
+def write_pid_file(path: str, pid: int) -> None:
+    """Write PID to PATH the way runc does: a temp file renamed into place."""
+    path = os.path.abspath(path)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}")
+    with open(tmp, "w") as f:
+        f.write(str(pid))
+    os.replace(tmp, path)
+
+
+def create(root: str, container_id: str, options: CreateOptions,
+           console_fd: int = -1) -> State:
+    """Build the container and leave its init waiting for ``start``."""
+    check_id(container_id)
+    bundle = os.path.abspath(options.bundle)
+    spec = load_bundle(bundle)
+    if spec.get("process") is None:
+        raise InvalidSpec("process", "missing (create needs a process to run)")
+    _check_namespaces(spec)
+    check_preserved(options.preserve_fds)
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    directory = container_dir(root, container_id)
+    try:
+        os.mkdir(directory, 0o711)
+    except FileExistsError:
+        from .errors import AlreadyExists
+
+        raise AlreadyExists(container_id) from None
+
+    cgroup: Cgroup | None = None
+    state_dir_fd = -1
+    own_console = -1
+    try:
+        from .state import write_json
+
+        write_json(os.path.join(directory, "spec.json"), spec)
+        os.mkfifo(os.path.join(directory, FIFO), 0o622)
+        state_dir_fd = os.open(directory, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+        linux = spec.get("linux") or {}
+        cgroup_mounts = mounts()
+        cgroup = Cgroup.plan(linux.get("cgroupsPath"), container_id, cgroup_mounts)
+        cgroup.create()
+        cgroup.apply(linux.get("resources") or {})
+        if spec["process"].get("terminal") and console_fd < 0:
+            if not options.console_socket:
+                raise InvalidSpec(
+                    "process.terminal", "a terminal needs --console-socket with create"
+                )
+            own_console = console_fd = _connect_console(options.console_socket)
+        config = InitConfig(
+            container_id=container_id, spec=spec, bundle=bundle,
+            rootfs_path=rootfs_path(bundle, spec), state_dir_fd=state_dir_fd,
+            console_fd=console_fd, no_pivot=options.no_pivot,
+            preserve_fds=options.preserve_fds, cgroup_mounts=cgroup_mounts,
+            cgroup_paths=cgroup.paths,
+        )
+        pid = spawn_init(config, cgroup, spec)
+        state = State(root, container_id, {
+            "ociVersion": spec["ociVersion"],
+            "id": container_id,
+            "pid": pid,
+            "pid_start": process_start_time(pid),
+            "bundle": bundle,
+            "rootfs": config.rootfs_path,
+            "created": rfc3339_now(),
+            "owner": "",
+            "annotations": spec.get("annotations") or {},
+            "cgroups": cgroup.paths,
+        })
+        state.save()
+        if options.pid_file:
+            write_pid_file(options.pid_file, pid)
+        log.debug(f"created container {container_id} with init pid {pid}")
+        return state
+    except BaseException:
+        _remove(directory, cgroup)
+        raise
+    finally:
+        for fd in (state_dir_fd, own_console):
+            if fd >= 0:
+                os.close(fd)
+
+
+def _check_namespaces(spec: dict) -> None:
+    kinds = {ns["type"] for ns in (spec.get("linux") or {}).get("namespaces") or []}
+    if "mount" not in kinds:
+        raise InvalidSpec(
+            "linux.namespaces", "corral-runtime needs a mount namespace for the container"
+        )
+
+
+def _remove(directory: str, cgroup: Cgroup | None) -> None:
+    if cgroup is not None:
+        for pid in cgroup.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            cgroup.destroy()
+        except Error as exc:
+            log.warning(str(exc))
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def start(root: str, container_id: str) -> State:
+    """Release the init of a created container and return once it has exec'd."""
+    state = State.load(root, container_id)
+    status = state.status()
+    if status != "created":
+        if status == "stopped":
+            raise FailedPrecondition("cannot start a container that has stopped")
+        raise FailedPrecondition(f"cannot start an already {status} container")
+    fifo_path = os.path.join(state.dir, FIFO)
+    try:
+        fifo = os.open(fifo_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise FailedPrecondition("cannot start an already running container") from None
+    try:
+        message = _read_fifo(fifo, state)
+    finally:
+        os.close(fifo)
+        try:
+            os.unlink(fifo_path)
+        except FileNotFoundError:
+            pass
+    if message:
+        raise SetupError(message)
+    spec = state.spec()
+    try:
+        hooks.run_all(spec, "poststart", state.oci_state("running"))
+    except Error as exc:
+        log.warning(f"poststart: {exc}")
+    return state
+
+
+def _read_fifo(fifo: int, state: State) -> str:
+    """Read what init writes: '0', then nothing (exec'd) or an error message."""
+    data = b""
+    poller = select.poll()
+    poller.register(fifo, select.POLLIN)
+    while True:
+        events = poller.poll(100)
+        if events:
+            chunk = os.read(fifo, 65536)
+            if chunk:
+                data += chunk
+                continue
+            if data:
+                break
+            # End of file before the first byte: init has not opened the
+            # fifo yet, or died. Wait a little, unless it is gone.
+        if not state.init_alive():
+            if data:
+                break
+            raise SetupError("container init exited before start")
+        if not events:
+            continue
+        time.sleep(0.001)
+    return data[1:].decode(errors="replace")
+
+
+def run(root: str, container_id: str, options: CreateOptions, detach: bool,
+        keep: bool) -> int:
+    """create + start, then wait for the container and return its exit status."""
+    relay = None
+    console_fd = -1
+    spec_terminal = False
+    if not detach:
+        # Make init our child once stage 1 exits, so that we can wait for it.
+        sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
+    if not options.console_socket:
+        import json
+
+        with open(os.path.join(options.bundle, "config.json"), "rb") as f:
+            try:
+                spec_terminal = bool((json.load(f).get("process") or {}).get("terminal"))
+            except (ValueError, AttributeError):
+                spec_terminal = False
+        if spec_terminal:
+            if detach:
+                raise InvalidSpec("process.terminal",
+                                  "run --detach with a terminal needs --console-socket")
+            from .tty import Relay
+
+            relay = Relay()
+            console_fd = relay.child_end
+    state = create(root, container_id, options, console_fd=console_fd)
+    if relay is not None:
+        relay.receive()
+    try:
+        start(root, container_id)
+    except BaseException:
+        _force_delete(root, container_id)
+        raise
+    if detach:
+        return 0
+    status = wait_init(state.pid, relay)
+    if not keep:
+        delete(root, container_id, force=True)
+    return status
+
+
+def wait_init(pid: int, relay=None) -> int:
+    """Wait for PID (our child, we being a subreaper), forwarding signals."""
+    forwarded = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                 signal.SIGUSR1, signal.SIGUSR2]
+
+    def forward(signum, frame):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for signum in forwarded:
+        signal.signal(signum, forward)
+    if relay is not None:
+        relay.run_until_exit(pid)
+    while True:
+        try:
+            waited, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return 255
+        if waited == pid:
+            return exit_code(status)
+
+
+def exit_code(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def _force_delete(root: str, container_id: str) -> None:
+    try:
+        delete(root, container_id, force=True)
+    except Error as exc:
+        log.warning(str(exc))
+
+
+def parse_signal(text: str) -> int:
+    import _signal
+
+    if text.isdigit():
+        number = int(text)
+        if 0 < number < 65:
+            return number
+    else:
+        name = text.upper()
+        if not name.startswith("SIG"):
+            name = "SIG" + name
+        number = getattr(_signal, name, None)
+        if isinstance(number, int):
+            return number
+    raise InvalidSpec("signal", f"unknown signal {text!r}")
+
+
+def kill(root: str, container_id: str, signal_text: str, all_processes: bool) -> None:
+    state = State.load(root, container_id)
+    signum = parse_signal(signal_text)
+    status = state.status()
+    if status == "stopped":
+        raise FailedPrecondition("container not running")
+    if all_processes:
+        cgroup = Cgroup(state.record.get("cgroups") or {})
+        pids = cgroup.pids() or [state.pid]
+        if status == "paused" and signum == signal.SIGKILL:
+            pass  # a frozen task dies once thawed; delete thaws it
+        for pid in pids:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+        return
+    try:
+        os.kill(state.pid, signum)
+    except ProcessLookupError:
+        raise FailedPrecondition("container not running") from None
+
+
+def delete(root: str, container_id: str, force: bool) -> None:
+    """Remove a stopped container (any, with force) and run poststop hooks."""
+    try:
+        state = State.load(root, container_id)
+    except NotFound:
+        directory = container_dir(root, container_id)
+        if force and os.path.isdir(directory):
+            shutil.rmtree(directory, ignore_errors=True)
+            return
+        raise
+    status = state.status()
+    if status in ("running", "paused") and not force:
+        raise FailedPrecondition(
+            f"cannot delete container {container_id} that is not stopped: {status}"
+        )
+    cgroup = Cgroup(state.record.get("cgroups") or {})
+    if status != "stopped":
+        _kill_all(state, cgroup, status == "paused")
+    else:
+        # Processes left behind in a shared pid namespace die with the container.
+        for pid in cgroup.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    try:
+        spec = state.spec()
+    except (OSError, ValueError):
+        spec = {}
+    try:
+        cgroup.destroy()
+    except Error as exc:
+        log.warning(str(exc))
+    shutil.rmtree(state.dir, ignore_errors=True)
+    try:
+        hooks.run_all(spec, "poststop", state.oci_state("stopped"))
+    except Error as exc:
+        log.warning(f"poststop: {exc}")
+
+
+def _kill_all(state: State, cgroup: Cgroup, paused: bool) -> None:
+    pids = set(cgroup.pids())
+    pids.add(state.pid)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if paused:
+        try:
+            cgroup.freeze(False)
+        except Error:
+            pass
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if not state.init_alive() and not cgroup.pids():
+            break
+        try:
+            os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.002)
+
+
+def pause(root: str, container_id: str, frozen: bool) -> None:
+    state = State.load(root, container_id)
+    status = state.status()
+    if frozen and status != "running":
+        raise FailedPrecondition(f"cannot pause a container that is {status}")
+    if not frozen and status != "paused":
+        raise FailedPrecondition(f"cannot resume a container that is {status}, not paused")
+    Cgroup(state.record.get("cgroups") or {}).freeze(frozen)
+
+
+def container_pids(state: State) -> list[int]:
+    pids = Cgroup(state.record.get("cgroups") or {}).pids()
+    if not pids and state.init_alive():
+        pids = [state.pid]
+    return pids
+
+
+class ExecOptions:
+    def __init__(self, *, process: dict, detach: bool = False, pid_file: str | None = None,
+                 console_socket: str | None = None, preserve_fds: int = 0) -> None:
+        self.process = process
+        self.detach = detach
+        self.pid_file = pid_file
+        self.console_socket = console_socket
+        self.preserve_fds = preserve_fds
+
+
+def exec_process(root: str, container_id: str, options: ExecOptions) -> int:
+    """Run a new process in a running container; with detach, return at once."""
+    state = State.load(root, container_id)
+    status = state.status()
+    if status not in ("running", "created"):
+        raise FailedPrecondition(f"cannot exec in a {status} container")
+    spec = state.spec()
+    proc = options.process
+    check_preserved(options.preserve_fds)
+    relay = None
+    console_fd = -1
+    if proc.get("terminal"):
+        if options.console_socket:
+            console_fd = _connect_console(options.console_socket)
+        elif options.detach:
+            raise InvalidSpec("process.terminal",
+                              "exec --detach with a terminal needs --console-socket")
+        else:
+            from .tty import Relay
+
+            relay = Relay()
+            console_fd = relay.child_end
+    if not options.detach:
+        sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
+    paths = namespace_paths(spec, state.pid)
+    config = ExecConfig(
+        proc=proc, namespace_paths=paths, in_userns="user" in paths,
+        console_fd=console_fd, preserve_fds=options.preserve_fds,
+    )
+    try:
+        pid = spawn_exec(config, Cgroup(state.record.get("cgroups") or {}))
+    finally:
+        if console_fd >= 0 and relay is None:
+            os.close(console_fd)
+    if relay is not None:
+        relay.receive()
+    if options.pid_file:
+        write_pid_file(options.pid_file, pid)
+    if options.detach:
+        return 0
+    return wait_init(pid, relay)
+
+
+def is_missing_process(exc: OSError) -> bool:
+    return exc.errno == errno.ESRCH

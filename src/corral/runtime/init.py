@@ -1,0 +1,293 @@
+"""The processes that become a container: stage 1 and init.
+
+``create`` forks twice, as runc does, because a new pid (or time) namespace
+applies only to the children of the process that makes it::
+
+    corral-runtime create (parent)        host namespaces; writes state
+      └─ stage 1                           joins the cgroup; unshares/joins
+           └─ init (pid 1 of the container) builds the rootfs, waits, execs
+
+Stage 1 exits as soon as init exists; init is then reparented (to the caller
+if it is a subreaper, as containerd's shim and ``run`` are). Parent and
+children talk over a pair of pipes, one JSON object per line (``Channel``).
+A child that fails sends ``{"error": message}`` and exits; the parent raises
+it. The pipes are close-on-exec, so when init finally execs the user process
+nothing of the runtime is left open in it.
+
+Every child leaves through os._exit: a child must never return into the
+parent's Python code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import traceback
+
+from corral import _syscalls as sc
+
+from . import console, hooks, namespaces, process, rootfs
+from .errors import Error, SetupError
+from .state import FIFO
+
+
+class Channel:
+    """One end of the parent/child pipes: JSON objects, one per line."""
+
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        self.read_fd = read_fd
+        self.write_fd = write_fd
+        self._buffer = b""
+
+    def send(self, message: dict) -> None:
+        os.write(self.write_fd, json.dumps(message).encode() + b"\n")
+
+    def recv(self) -> dict | None:
+        """The next message, or None when the other end has closed."""
+        while b"\n" not in self._buffer:
+            chunk = os.read(self.read_fd, 65536)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def expect(self, key: str) -> dict:
+        message = self.recv()
+        if message is None:
+            raise SetupError("the runtime's parent process went away")
+        if key not in message:
+            raise SetupError(f"unexpected message {message!r}, wanted {key!r}")
+        return message
+
+    def close(self) -> None:
+        for fd in (self.read_fd, self.write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, Error):
+        return str(exc)
+    if isinstance(exc, OSError):
+        where = f" '{exc.filename}'" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}"
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
+
+
+def run_child(channel: Channel, body, *args) -> None:
+    """Run BODY in a forked child; report its failure; never return."""
+    try:
+        body(channel, *args)
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        try:
+            channel.send({"error": describe(exc)})
+        except OSError:
+            pass
+        os._exit(1)
+    os._exit(0)
+
+
+class InitConfig:
+    """Everything init needs, handed over by fork (nothing is serialized)."""
+
+    def __init__(self, *, container_id: str, spec: dict, bundle: str, rootfs_path: str,
+                 state_dir_fd: int, console_fd: int, no_pivot: bool, preserve_fds: int,
+                 cgroup_mounts: dict[str, str], cgroup_paths: dict[str, str]) -> None:
+        self.container_id = container_id
+        self.spec = spec
+        self.bundle = bundle
+        self.rootfs_path = rootfs_path
+        self.state_dir_fd = state_dir_fd
+        self.console_fd = console_fd
+        self.no_pivot = no_pivot
+        self.preserve_fds = preserve_fds
+        self.cgroup_mounts = cgroup_mounts
+        self.cgroup_paths = cgroup_paths
+
+
+# -- stage 1: namespaces -------------------------------------------------------
+
+
+def enter_namespaces(channel: Channel, wanted: dict[str, str | None],
+                     time_offsets: dict | None) -> None:
+    """Join the namespaces given by path and make the new ones.
+
+    A new user namespace asks the parent to write its id maps, then takes
+    uid and gid 0 inside it.
+    """
+    paths = {kind: path for kind, path in wanted.items() if path}
+    fds = namespaces.open_paths(paths)
+    try:
+        if "user" in paths:
+            namespaces.join(fds, paths, ("user",))
+        elif "user" in wanted:
+            namespaces.unshare(["user"])
+            channel.send({"userns": True})
+            channel.expect("mapped")
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        namespaces.join(fds, paths, tuple(paths))
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    new = [kind for kind, path in wanted.items() if path is None and kind != "user"]
+    namespaces.unshare(new)
+    if "time" in new and time_offsets:
+        namespaces.write_time_offsets(time_offsets)
+
+
+def stage1(channel: Channel, config: InitConfig) -> None:
+    channel.expect("go")
+    sc.prctl(sc.PR_SET_DUMPABLE, 0)
+    spec = config.spec
+    process.set_oom_score_adj(spec["process"])
+    wanted = namespaces.configured(spec)
+    enter_namespaces(channel, wanted, (spec.get("linux") or {}).get("timeOffsets"))
+    pid = os.fork()
+    if pid == 0:
+        run_child(channel, container_init, config)
+    channel.send({"init": pid})
+
+
+# -- init: the rootfs, then wait for start, then exec --------------------------
+
+
+def container_init(channel: Channel, config: InitConfig) -> None:
+    setup = channel.expect("setup")
+    os.setsid()
+    sc.prctl(sc.PR_SET_DUMPABLE, 0)
+    spec = config.spec
+    proc = spec["process"]
+    linux = spec.get("linux") or {}
+    wanted = namespaces.configured(spec)
+    in_userns = "user" in wanted
+
+    root = rootfs.Rootfs(config.rootfs_path, config.bundle)
+    rootfs.prepare(root, linux.get("rootfsPropagation"))
+    mounts = spec.get("mounts") or []
+    root.mount_all(mounts, config.cgroup_mounts, config.cgroup_paths,
+                   new_cgroupns=wanted.get("cgroup", "") is None)
+    if not root.has_bind_dev(mounts):
+        root.create_devices(linux.get("devices") or [], in_userns)
+    cwd = proc.get("cwd") or "/"
+    try:
+        os.close(root.make_target(cwd, True))
+    except OSError as exc:
+        raise SetupError(f"process.cwd '{cwd}': {exc.strerror}") from exc
+
+    state = hooks.hook_state(config.container_id, "creating", setup["pid"],
+                             config.bundle, spec.get("annotations"))
+    channel.send({"hooks": "createRuntime"})
+    channel.expect("continue")
+    hooks.run_all(spec, "createContainer", state)
+
+    if (spec.get("hooks") or {}).get("startContainer"):
+        import subprocess  # noqa: F401 - the hooks need it after the pivot
+
+    root.pivot(config.no_pivot)
+    if "uts" in wanted:
+        if spec.get("hostname"):
+            sc.sethostname(spec["hostname"])
+        if spec.get("domainname"):
+            sc.setdomainname(spec["domainname"])
+    if proc.get("terminal"):
+        pty = console.open_pty(proc.get("consoleSize"))
+        console.mount_console(pty)
+        if config.console_fd >= 0:
+            console.send_master(config.console_fd, pty)
+    rootfs.finish(spec)
+    process.set_rlimits(proc)
+    env = process.environment(proc)
+    executable = process.find_executable(proc["args"][0], env, cwd)
+
+    channel.send({"ready": True})
+    channel.close()
+    wait_for_start(config, spec, proc, executable, env, in_userns, state)
+
+
+def wait_for_start(config: InitConfig, spec: dict, proc: dict, executable: str,
+                   env: dict[str, str], in_userns: bool, state: dict) -> None:
+    """Block on the exec fifo until ``start``; then exec the user process.
+
+    Opening the fifo for writing blocks until ``start`` opens it for
+    reading. We write one byte, keep the fifo open through the last steps,
+    and let execve close it: ``start`` reads to end of file, so anything else
+    it reads is our error message.
+    """
+    fifo = os.open(FIFO, os.O_WRONLY | os.O_CLOEXEC, dir_fd=config.state_dir_fd)
+    os.close(config.state_dir_fd)
+    os.write(fifo, b"0")
+    try:
+        state["status"] = "created"
+        hooks.run_all(spec, "startContainer", state)
+        if proc.get("terminal"):
+            console.become_controlling("/dev/console")
+        finish_process(proc, in_userns, config.preserve_fds)
+        process.exec_process(proc, executable, env)
+    except BaseException as exc:  # noqa: BLE001 - reported to start
+        os.write(fifo, describe(exc).encode(errors="replace"))
+        os._exit(127)
+
+
+def finish_process(proc: dict, in_userns: bool, preserve_fds: int) -> None:
+    """The last steps before execve, shared by init and exec."""
+    for fd in range(3, 3 + preserve_fds):
+        try:
+            os.set_inheritable(fd, True)
+        except OSError:
+            pass
+    sc.close_range(3 + preserve_fds, 0xFFFFFFFF, sc.CLOSE_RANGE_CLOEXEC)
+    process.become_user(proc, in_userns)
+    process.check_cwd(proc.get("cwd") or "/")
+    process.no_new_privileges(proc)
+
+
+# -- exec: join a running container ---------------------------------------------
+
+
+class ExecConfig:
+    def __init__(self, *, proc: dict, namespace_paths: dict[str, str], in_userns: bool,
+                 console_fd: int, preserve_fds: int) -> None:
+        self.proc = proc
+        self.namespace_paths = namespace_paths
+        self.in_userns = in_userns
+        self.console_fd = console_fd
+        self.preserve_fds = preserve_fds
+
+
+def exec_stage1(channel: Channel, config: ExecConfig) -> None:
+    channel.expect("go")
+    sc.prctl(sc.PR_SET_DUMPABLE, 0)
+    paths = config.namespace_paths
+    fds = namespaces.open_paths(paths)
+    try:
+        namespaces.join(fds, paths, tuple(paths))
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    pid = os.fork()
+    if pid == 0:
+        run_child(channel, exec_child, config)
+    channel.send({"pid": pid})
+
+
+def exec_child(channel: Channel, config: ExecConfig) -> None:
+    proc = config.proc
+    sc.prctl(sc.PR_SET_DUMPABLE, 0)
+    os.chdir("/")
+    if proc.get("terminal"):
+        os.setsid()
+        pty = console.open_pty(proc.get("consoleSize"))
+        slave = pty.slave_path
+        console.send_master(config.console_fd, pty)
+        console.become_controlling(slave)
+    process.set_oom_score_adj(proc)
+    process.set_rlimits(proc)
+    env = process.environment(proc)
+    cwd = proc.get("cwd") or "/"
+    executable = process.find_executable(proc["args"][0], env, cwd)
+    finish_process(proc, config.in_userns, config.preserve_fds)
+    process.exec_process(proc, executable, env)

@@ -1,0 +1,270 @@
+"""Loading and checking a bundle's config.json.
+
+config.json comes from the caller, and the caller may be wrong: every field
+the runtime reads is checked here, before anything is built, so that a bad
+spec fails with the field's name and leaves nothing behind. After
+``load_bundle`` the rest of the runtime may index the dict without checks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from corral.oci.spec import HOOK_KINDS, NAMESPACES, RLIMITS
+
+from .errors import InvalidSpec, NotSupported
+
+Spec = dict[str, Any]
+
+_MOUNT_TYPES_UNCHECKED = "any filesystem the kernel knows"
+
+
+def load_bundle(bundle: str) -> Spec:
+    """Read and check ``bundle/config.json``; the rootfs must exist."""
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise InvalidSpec("config.json", f"no such file '{path}'") from None
+    except OSError as exc:
+        raise InvalidSpec("config.json", f"read '{path}': {exc.strerror}") from exc
+    try:
+        spec = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidSpec("config.json", f"not valid JSON: {exc}") from None
+    validate(spec)
+    rootfs = rootfs_path(bundle, spec)
+    if not os.path.isdir(rootfs):
+        raise InvalidSpec("root.path", f"rootfs '{rootfs}' is not a directory")
+    return spec
+
+
+def rootfs_path(bundle: str, spec: Spec) -> str:
+    return os.path.normpath(os.path.join(bundle, spec["root"]["path"]))
+
+
+def _type(value: Any, kind: type | tuple[type, ...], field: str) -> Any:
+    # bool is an int in Python; a JSON true where a number belongs is an error.
+    if isinstance(value, bool) and kind in (int, (int, float)):
+        raise InvalidSpec(field, "must be a number, not a boolean")
+    if not isinstance(value, kind):
+        names = {dict: "an object", list: "an array", str: "a string", int: "an integer",
+                 bool: "a boolean"}
+        want = names.get(kind, "a number") if isinstance(kind, type) else "a number"
+        raise InvalidSpec(field, f"must be {want}, got {json.dumps(value)[:40]}")
+    return value
+
+
+def _opt(obj: dict[str, Any], key: str, kind: type, field: str) -> Any:
+    if key not in obj or obj[key] is None:
+        return None
+    return _type(obj[key], kind, f"{field}.{key}" if field else key)
+
+
+def _strings(value: Any, field: str) -> list[str]:
+    _type(value, list, field)
+    for index, item in enumerate(value):
+        _type(item, str, f"{field}[{index}]")
+    return value
+
+
+def validate(spec: Any) -> None:
+    """Raise InvalidSpec naming the first field that is wrong."""
+    _type(spec, dict, "config.json")
+    version = spec.get("ociVersion")
+    _type(version, str, "ociVersion")
+    if version.split(".")[0] != "1":
+        raise InvalidSpec("ociVersion", f"version {version!r} is not supported (want 1.x)")
+
+    root = spec.get("root")
+    if root is None:
+        raise InvalidSpec("root", "missing")
+    _type(root, dict, "root")
+    _type(root.get("path"), str, "root.path")
+    _opt(root, "readonly", bool, "root")
+
+    if spec.get("process") is not None:
+        _validate_process(spec["process"], "process")
+    _opt(spec, "hostname", str, "")
+    _opt(spec, "domainname", str, "")
+    _opt(spec, "annotations", dict, "")
+    for key, value in (spec.get("annotations") or {}).items():
+        _type(value, str, f"annotations.{key}")
+
+    mounts = _opt(spec, "mounts", list, "") or []
+    for index, mount in enumerate(mounts):
+        _validate_mount(mount, f"mounts[{index}]")
+
+    hooks = _opt(spec, "hooks", dict, "") or {}
+    for kind, entries in hooks.items():
+        if kind not in HOOK_KINDS:
+            raise InvalidSpec(f"hooks.{kind}", "unknown hook kind")
+        _type(entries, list, f"hooks.{kind}")
+        for index, hook in enumerate(entries):
+            _validate_hook(hook, f"hooks.{kind}[{index}]")
+
+    linux = _opt(spec, "linux", dict, "")
+    if linux is not None:
+        _validate_linux(linux, spec)
+
+
+def _validate_process(process: Any, field: str) -> None:
+    _type(process, dict, field)
+    args = process.get("args")
+    if not args:
+        raise InvalidSpec(f"{field}.args", "must name the program to run")
+    _strings(args, f"{field}.args")
+    if _opt(process, "env", list, field) is not None:
+        for index, item in enumerate(_strings(process["env"], f"{field}.env")):
+            if "=" not in item:
+                raise InvalidSpec(f"{field}.env[{index}]", f"{item!r} is not KEY=VALUE")
+    cwd = process.get("cwd", "/")
+    _type(cwd, str, f"{field}.cwd")
+    if not cwd.startswith("/"):
+        raise InvalidSpec(f"{field}.cwd", f"{cwd!r} must be an absolute path")
+    _opt(process, "terminal", bool, field)
+    size = _opt(process, "consoleSize", dict, field)
+    if size is not None:
+        _type(size.get("height", 0), int, f"{field}.consoleSize.height")
+        _type(size.get("width", 0), int, f"{field}.consoleSize.width")
+    user = _opt(process, "user", dict, field) or {}
+    for key in ("uid", "gid", "umask"):
+        value = _opt(user, key, int, f"{field}.user")
+        if value is not None and value < 0:
+            raise InvalidSpec(f"{field}.user.{key}", "must not be negative")
+    if _opt(user, "additionalGids", list, f"{field}.user") is not None:
+        for index, gid in enumerate(user["additionalGids"]):
+            _type(gid, int, f"{field}.user.additionalGids[{index}]")
+    _opt(process, "noNewPrivileges", bool, field)
+    _opt(process, "oomScoreAdj", int, field)
+    rlimits = _opt(process, "rlimits", list, field) or []
+    seen = set()
+    for index, rlimit in enumerate(rlimits):
+        where = f"{field}.rlimits[{index}]"
+        _type(rlimit, dict, where)
+        kind = _type(rlimit.get("type"), str, f"{where}.type")
+        if kind not in RLIMITS:
+            raise InvalidSpec(f"{where}.type", f"unknown rlimit {kind!r}")
+        if kind in seen:
+            raise InvalidSpec(f"{where}.type", f"{kind} is given twice")
+        seen.add(kind)
+        soft = _type(rlimit.get("soft"), int, f"{where}.soft")
+        hard = _type(rlimit.get("hard"), int, f"{where}.hard")
+        if soft > hard:
+            raise InvalidSpec(where, f"soft limit {soft} is above hard limit {hard}")
+    caps = _opt(process, "capabilities", dict, field) or {}
+    for key, value in caps.items():
+        if key not in ("bounding", "effective", "inheritable", "permitted", "ambient"):
+            raise InvalidSpec(f"{field}.capabilities.{key}", "unknown capability set")
+        _strings(value or [], f"{field}.capabilities.{key}")
+    if process.get("apparmorProfile"):
+        raise NotSupported(f"{field}.apparmorProfile", "AppArmor is not supported")
+    if process.get("selinuxLabel"):
+        raise NotSupported(f"{field}.selinuxLabel", "SELinux is not supported")
+
+
+def _validate_mount(mount: Any, field: str) -> None:
+    _type(mount, dict, field)
+    dest = _type(mount.get("destination"), str, f"{field}.destination")
+    if not dest.startswith("/"):
+        raise InvalidSpec(f"{field}.destination", f"{dest!r} must be an absolute path")
+    _opt(mount, "type", str, field)
+    _opt(mount, "source", str, field)
+    if _opt(mount, "options", list, field) is not None:
+        _strings(mount["options"], f"{field}.options")
+    if mount.get("uidMappings") or mount.get("gidMappings"):
+        raise NotSupported(f"{field}.uidMappings", "idmapped mounts are not supported")
+
+
+def _validate_hook(hook: Any, field: str) -> None:
+    _type(hook, dict, field)
+    path = _type(hook.get("path"), str, f"{field}.path")
+    if not path.startswith("/"):
+        raise InvalidSpec(f"{field}.path", f"{path!r} must be an absolute path")
+    if _opt(hook, "args", list, field) is not None:
+        _strings(hook["args"], f"{field}.args")
+    if _opt(hook, "env", list, field) is not None:
+        _strings(hook["env"], f"{field}.env")
+    timeout = _opt(hook, "timeout", int, field)
+    if timeout is not None and timeout <= 0:
+        raise InvalidSpec(f"{field}.timeout", "must be a positive number of seconds")
+
+
+def _validate_linux(linux: dict[str, Any], spec: Spec) -> None:
+    namespaces = _opt(linux, "namespaces", list, "linux") or []
+    seen = set()
+    for index, ns in enumerate(namespaces):
+        where = f"linux.namespaces[{index}]"
+        _type(ns, dict, where)
+        kind = _type(ns.get("type"), str, f"{where}.type")
+        if kind not in NAMESPACES:
+            raise InvalidSpec(f"{where}.type", f"unknown namespace type {kind!r}")
+        if kind in seen:
+            raise InvalidSpec(f"{where}.type", f"namespace {kind!r} is given twice")
+        seen.add(kind)
+        path = _opt(ns, "path", str, where)
+        if path is not None and not path.startswith("/"):
+            raise InvalidSpec(f"{where}.path", f"{path!r} must be an absolute path")
+    for key in ("uidMappings", "gidMappings"):
+        for index, entry in enumerate(_opt(linux, key, list, "linux") or []):
+            where = f"linux.{key}[{index}]"
+            _type(entry, dict, where)
+            for part in ("containerID", "hostID", "size"):
+                if _type(entry.get(part), int, f"{where}.{part}") < 0:
+                    raise InvalidSpec(f"{where}.{part}", "must not be negative")
+    if (linux.get("uidMappings") or linux.get("gidMappings")) and "user" not in seen:
+        raise InvalidSpec("linux.uidMappings", "mappings need a user namespace")
+    if "user" in seen and not any(
+        ns.get("path") for ns in namespaces if ns.get("type") == "user"
+    ):
+        if not linux.get("uidMappings") or not linux.get("gidMappings"):
+            raise InvalidSpec(
+                "linux.uidMappings", "a new user namespace needs uidMappings and gidMappings"
+            )
+    if spec.get("hostname") and "uts" not in seen:
+        raise InvalidSpec("hostname", "setting a hostname needs a uts namespace")
+    sysctl = _opt(linux, "sysctl", dict, "linux") or {}
+    for key, value in sysctl.items():
+        _type(value, str, f"linux.sysctl.{key}")
+        if "/" in key or ".." in key:
+            raise InvalidSpec(f"linux.sysctl.{key}", "not a sysctl name")
+    for key in ("maskedPaths", "readonlyPaths"):
+        if _opt(linux, key, list, "linux") is not None:
+            for index, path in enumerate(_strings(linux[key], f"linux.{key}")):
+                if not path.startswith("/"):
+                    raise InvalidSpec(f"linux.{key}[{index}]", "must be an absolute path")
+    for index, device in enumerate(_opt(linux, "devices", list, "linux") or []):
+        where = f"linux.devices[{index}]"
+        _type(device, dict, where)
+        path = _type(device.get("path"), str, f"{where}.path")
+        if not path.startswith("/dev/"):
+            raise InvalidSpec(f"{where}.path", f"{path!r} must be under /dev")
+        kind = _type(device.get("type"), str, f"{where}.type")
+        if kind not in ("c", "u", "b", "p"):
+            raise InvalidSpec(f"{where}.type", f"unknown device type {kind!r}")
+        if kind != "p":
+            _type(device.get("major"), int, f"{where}.major")
+            _type(device.get("minor"), int, f"{where}.minor")
+    _opt(linux, "cgroupsPath", str, "linux")
+    _opt(linux, "resources", dict, "linux")
+    propagation = _opt(linux, "rootfsPropagation", str, "linux")
+    if propagation is not None and propagation not in _PROPAGATIONS:
+        raise InvalidSpec("linux.rootfsPropagation", f"unknown propagation {propagation!r}")
+    if linux.get("seccomp") is not None:
+        _type(linux["seccomp"], dict, "linux.seccomp")
+    if linux.get("intelRdt"):
+        raise NotSupported("linux.intelRdt")
+    if linux.get("mountLabel"):
+        raise NotSupported("linux.mountLabel", "SELinux is not supported")
+    offsets = _opt(linux, "timeOffsets", dict, "linux") or {}
+    for clock, offset in offsets.items():
+        if clock not in ("monotonic", "boottime"):
+            raise InvalidSpec(f"linux.timeOffsets.{clock}", "unknown clock")
+        _type(offset, dict, f"linux.timeOffsets.{clock}")
+
+
+_PROPAGATIONS = ("private", "rprivate", "slave", "rslave", "shared", "rshared",
+                 "unbindable", "runbindable", "")

@@ -1,0 +1,154 @@
+"""Where the runtime keeps what it knows about each container.
+
+One directory per container under the state root (``--root``, by default
+/run/corral-runtime)::
+
+    <root>/<id>/state.json   the record: pid, bundle, cgroups, created time
+    <root>/<id>/spec.json    the spec the container was created from
+    <root>/<id>/exec.fifo    exists from create until start
+
+The OCI status is never stored: it is worked out each time from the init
+process (alive, and the same process as recorded, by its start time), the
+exec fifo, and the freezer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from .errors import InvalidSpec, NotFound
+
+DEFAULT_ROOT = "/run/corral-runtime"
+FIFO = "exec.fifo"
+
+
+def check_id(container_id: str) -> str:
+    if (
+        not container_id
+        or container_id in (".", "..")
+        or "/" in container_id
+        or "\0" in container_id
+        or len(container_id) > 1024
+    ):
+        raise InvalidSpec("container id", f"{container_id!r} is not a valid id")
+    return container_id
+
+
+def container_dir(root: str, container_id: str) -> str:
+    return os.path.join(root, check_id(container_id))
+
+
+def process_start_time(pid: int) -> str | None:
+    """Field 22 of /proc/PID/stat, or None if PID is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return fields[19].decode()
+
+
+def write_json(path: str, value: Any) -> None:
+    """Write JSON next to PATH and rename it into place."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f)
+    os.replace(tmp, path)
+
+
+class State:
+    """The record of one container, as kept in state.json."""
+
+    def __init__(self, root: str, container_id: str, record: dict[str, Any]) -> None:
+        self.root = root
+        self.id = container_id
+        self.dir = container_dir(root, container_id)
+        self.record = record
+
+    @classmethod
+    def load(cls, root: str, container_id: str) -> State:
+        path = os.path.join(container_dir(root, container_id), "state.json")
+        try:
+            with open(path) as f:
+                record = json.load(f)
+        except FileNotFoundError:
+            raise NotFound(container_id) from None
+        except ValueError:
+            # A record cut short by a crash between mkdir and the first write.
+            record = {"id": container_id, "pid": 0, "bundle": "", "created": ""}
+        return cls(root, container_id, record)
+
+    def save(self) -> None:
+        write_json(os.path.join(self.dir, "state.json"), self.record)
+
+    @property
+    def pid(self) -> int:
+        return int(self.record.get("pid") or 0)
+
+    def spec(self) -> dict[str, Any]:
+        with open(os.path.join(self.dir, "spec.json")) as f:
+            return json.load(f)
+
+    def init_alive(self) -> bool:
+        pid = self.pid
+        if pid <= 0:
+            return False
+        started = process_start_time(pid)
+        return started is not None and started == self.record.get("pid_start")
+
+    def status(self) -> str:
+        if not self.init_alive():
+            return "stopped"
+        if os.path.exists(os.path.join(self.dir, FIFO)):
+            return "created"
+        freezer = self.record.get("cgroups", {}).get("freezer")
+        if freezer:
+            try:
+                with open(os.path.join(freezer, "freezer.state")) as f:
+                    if f.read().strip() in ("FROZEN", "FREEZING"):
+                        return "paused"
+            except OSError:
+                pass
+        return "running"
+
+    def oci_state(self, status: str | None = None) -> dict[str, Any]:
+        """The state the spec defines, plus the fields runc adds."""
+        status = status or self.status()
+        record = self.record
+        return {
+            "ociVersion": record.get("ociVersion", "1.1.0"),
+            "id": self.id,
+            "pid": self.pid if status != "stopped" else 0,
+            "status": status,
+            "bundle": record.get("bundle", ""),
+            "rootfs": record.get("rootfs", ""),
+            "created": record.get("created", ""),
+            "owner": record.get("owner", ""),
+            "annotations": record.get("annotations") or {},
+        }
+
+
+def list_states(root: str) -> list[State]:
+    try:
+        names = sorted(os.listdir(root))
+    except FileNotFoundError:
+        return []
+    states = []
+    for name in names:
+        try:
+            states.append(State.load(root, name))
+        except (NotFound, InvalidSpec):
+            continue
+    return states
+
+
+def rfc3339_now() -> str:
+    now = time.time()
+    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+    return f"{seconds}.{int(now % 1 * 1e9):09d}Z"
