@@ -7,8 +7,6 @@ writes bundles from it. Nothing here touches the system.
 
 from __future__ import annotations
 
-from typing import Any
-
 SPEC_VERSION = "1.1.0"
 
 NAMESPACES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
@@ -83,7 +81,7 @@ DEFAULT_READONLY_PATHS = [
 ]
 
 
-def default_spec(args: list[str] | None = None, terminal: bool = True) -> dict[str, Any]:
+def default_spec(args: list[str] | None = None, terminal: bool = True) -> dict:
     """A config.json for a rootfs in ./rootfs, as `corral-runtime spec` writes it."""
     caps = list(DEFAULT_CAPABILITIES)
     return {

@@ -8,7 +8,6 @@ looks for it; the exit status is 1 (``run`` passes on the container's).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -164,6 +163,8 @@ def cmd_start(root: str, args: list[str]) -> int:
 
 
 def cmd_state(root: str, args: list[str]) -> int:
+    import json
+
     from .state import State
 
     _, positional = parse([], args)
@@ -192,6 +193,8 @@ def cmd_delete(root: str, args: list[str]) -> int:
 
 
 def cmd_list(root: str, args: list[str]) -> int:
+    import json
+
     from .state import list_states
 
     values, _ = parse([Flag("format,f", "str", "table"), Flag("quiet,q")], args)
@@ -221,6 +224,8 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def cmd_ps(root: str, args: list[str]) -> int:
+    import json
+
     from .container import container_pids
     from .state import State
 
@@ -272,6 +277,8 @@ _EXEC_FLAGS = [
 
 
 def cmd_exec(root: str, args: list[str]) -> int:
+    import json
+
     from .container import ExecOptions, exec_process
     from .spec import _validate_process
     from .state import State
@@ -285,7 +292,7 @@ def cmd_exec(root: str, args: list[str]) -> int:
             with open(values["process"]) as f:
                 proc = json.load(f)
         except OSError as exc:
-            raise InvalidSpec("--process", f"read '{values['process']}': {exc.strerror}")
+            raise InvalidSpec("--process", f"read '{values['process']}': {exc.strerror}") from None
         except ValueError as exc:
             raise InvalidSpec("--process", f"not valid JSON: {exc}") from None
         _validate_process(proc, "process")
@@ -330,6 +337,8 @@ def cmd_exec(root: str, args: list[str]) -> int:
 
 
 def cmd_spec(root: str, args: list[str]) -> int:
+    import json
+
     from corral.oci.spec import default_spec
 
     values, _ = parse([Flag("bundle,b", "str", "."), Flag("rootless")], args)
@@ -388,6 +397,8 @@ def cmd_update(root: str, args: list[str]) -> int:
 
 
 def cmd_features(root: str, args: list[str]) -> int:
+    import json
+
     from .features import features
 
     sys.stdout.write(json.dumps(features(), indent=2) + "\n")

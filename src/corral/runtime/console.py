@@ -13,7 +13,6 @@ Python library is out of reach, so an import there would fail.
 from __future__ import annotations
 
 import _socket
-import array
 import fcntl
 import os
 import struct
@@ -60,7 +59,7 @@ def send_master(socket_fd: int, pty: Pty) -> None:
     try:
         sock.sendmsg(
             [pty.slave_path.encode()],
-            [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", [pty.master]))],
+            [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("i", pty.master))],
         )
     finally:
         sock.detach()
@@ -70,14 +69,11 @@ def send_master(socket_fd: int, pty: Pty) -> None:
 
 def receive_master(sock) -> int:
     """The pty master sent over SOCK by send_master (for ``run``)."""
-    fds = array.array("i")
-    _, ancillary, _, _ = sock.recvmsg(4096, _socket.CMSG_SPACE(fds.itemsize))
+    _, ancillary, _, _ = sock.recvmsg(4096, _socket.CMSG_SPACE(4))
     for level, kind, data in ancillary:
-        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
-    if not fds:
-        raise OSError("console socket: no pty master received")
-    return fds[0]
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS and len(data) >= 4:
+            return struct.unpack("i", data[:4])[0]
+    raise OSError("console socket: no pty master received")
 
 
 def become_controlling(slave_path: str) -> None:

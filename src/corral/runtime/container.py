@@ -9,11 +9,8 @@ fails part way removes everything it made before it raises.
 
 from __future__ import annotations
 
-import errno
+import _signal as signal  # the signal module would import enum: see docs/dev/rules.md
 import os
-import select
-import shutil
-import signal
 import time
 
 from corral import _syscalls as sc
@@ -60,11 +57,15 @@ def write_pid_file(path: str, pid: int) -> None:
 
 
 def create(root: str, container_id: str, options: CreateOptions,
-           console_fd: int = -1) -> State:
-    """Build the container and leave its init waiting for ``start``."""
+           console_fd: int = -1, spec: dict | None = None) -> State:
+    """Build the container and leave its init waiting for ``start``.
+
+    ``run`` passes the SPEC it loaded and the CONSOLE_FD of its own relay.
+    """
     check_id(container_id)
     bundle = os.path.abspath(options.bundle)
-    spec = load_bundle(bundle)
+    if spec is None:
+        spec = load_bundle(bundle)
     if spec.get("process") is None:
         raise InvalidSpec("process", "missing (create needs a process to run)")
     _check_namespaces(spec)
@@ -141,6 +142,8 @@ def _check_namespaces(spec: dict) -> None:
 
 
 def _remove(directory: str, cgroup: Cgroup | None) -> None:
+    import shutil
+
     if cgroup is not None:
         for pid in cgroup.pids():
             try:
@@ -186,29 +189,24 @@ def start(root: str, container_id: str) -> State:
 
 
 def _read_fifo(fifo: int, state: State) -> str:
-    """Read what init writes: '0', then nothing (exec'd) or an error message."""
+    """Read what init writes: '0', then nothing (exec'd) or an error message.
+
+    Init waits in open(2) for us, and a writer waiting there already counts,
+    so a blocking read returns its data or, once it has exec'd, end of file.
+    End of file before the first byte means init is not there (yet).
+    """
+    os.set_blocking(fifo, True)
     data = b""
-    poller = select.poll()
-    poller.register(fifo, select.POLLIN)
     while True:
-        events = poller.poll(100)
-        if events:
-            chunk = os.read(fifo, 65536)
-            if chunk:
-                data += chunk
-                continue
-            if data:
-                break
-            # End of file before the first byte: init has not opened the
-            # fifo yet, or died. Wait a little, unless it is gone.
-        if not state.init_alive():
-            if data:
-                break
-            raise SetupError("container init exited before start")
-        if not events:
+        chunk = os.read(fifo, 65536)
+        if chunk:
+            data += chunk
             continue
+        if data:
+            return data[1:].decode(errors="replace")
+        if not state.init_alive():
+            raise SetupError("container init exited before start")
         time.sleep(0.001)
-    return data[1:].decode(errors="replace")
 
 
 def run(root: str, container_id: str, options: CreateOptions, detach: bool,
@@ -216,27 +214,20 @@ def run(root: str, container_id: str, options: CreateOptions, detach: bool,
     """create + start, then wait for the container and return its exit status."""
     relay = None
     console_fd = -1
-    spec_terminal = False
+    check_id(container_id)
+    spec = load_bundle(os.path.abspath(options.bundle))
     if not detach:
         # Make init our child once stage 1 exits, so that we can wait for it.
         sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
-    if not options.console_socket:
-        import json
+    if (spec.get("process") or {}).get("terminal") and not options.console_socket:
+        if detach:
+            raise InvalidSpec("process.terminal",
+                              "run --detach with a terminal needs --console-socket")
+        from .tty import Relay
 
-        with open(os.path.join(options.bundle, "config.json"), "rb") as f:
-            try:
-                spec_terminal = bool((json.load(f).get("process") or {}).get("terminal"))
-            except (ValueError, AttributeError):
-                spec_terminal = False
-        if spec_terminal:
-            if detach:
-                raise InvalidSpec("process.terminal",
-                                  "run --detach with a terminal needs --console-socket")
-            from .tty import Relay
-
-            relay = Relay()
-            console_fd = relay.child_end
-    state = create(root, container_id, options, console_fd=console_fd)
+        relay = Relay()
+        console_fd = relay.child_end
+    state = create(root, container_id, options, console_fd=console_fd, spec=spec)
     if relay is not None:
         relay.receive()
     try:
@@ -315,8 +306,6 @@ def kill(root: str, container_id: str, signal_text: str, all_processes: bool) ->
     if all_processes:
         cgroup = Cgroup(state.record.get("cgroups") or {})
         pids = cgroup.pids() or [state.pid]
-        if status == "paused" and signum == signal.SIGKILL:
-            pass  # a frozen task dies once thawed; delete thaws it
         for pid in pids:
             try:
                 os.kill(pid, signum)
@@ -331,6 +320,8 @@ def kill(root: str, container_id: str, signal_text: str, all_processes: bool) ->
 
 def delete(root: str, container_id: str, force: bool) -> None:
     """Remove a stopped container (any, with force) and run poststop hooks."""
+    import shutil
+
     try:
         state = State.load(root, container_id)
     except NotFound:
@@ -461,7 +452,3 @@ def exec_process(root: str, container_id: str, options: ExecOptions) -> int:
     if options.detach:
         return 0
     return wait_init(pid, relay)
-
-
-def is_missing_process(exc: OSError) -> bool:
-    return exc.errno == errno.ESRCH

@@ -16,8 +16,7 @@ non-zero or outlives its timeout fails; what that means depends on the kind.
 
 from __future__ import annotations
 
-import json
-import os
+from corral import _json as json
 
 from .errors import HookError
 
@@ -43,8 +42,7 @@ def run_one(hook: dict, name: str, payload: bytes) -> None:
             executable=hook["path"],
             input=payload,
             env=dict(item.split("=", 1) for item in hook.get("env") or []),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            capture_output=True,
             timeout=timeout,
             close_fds=True,
         )
@@ -73,11 +71,3 @@ def hook_state(container_id: str, status: str, pid: int, bundle: str,
         "bundle": bundle,
         "annotations": annotations or {},
     }
-
-
-def cwd_is_bundle(bundle: str) -> None:
-    """Hooks run with the bundle as working directory, as runc's do."""
-    try:
-        os.chdir(bundle)
-    except OSError:
-        pass

@@ -20,10 +20,9 @@ parent's Python code.
 
 from __future__ import annotations
 
-import json
 import os
-import traceback
 
+from corral import _json as json
 from corral import _syscalls as sc
 
 from . import console, hooks, namespaces, process, rootfs
@@ -74,7 +73,7 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         where = f" '{exc.filename}'" if exc.filename else ""
         return f"{exc.strerror or exc}{where}"
-    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return f"{type(exc).__name__}: {exc}"
 
 
 def run_child(channel: Channel, body, *args) -> None:

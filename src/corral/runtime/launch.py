@@ -9,12 +9,12 @@ Any failure kills what was started and raises; the caller removes the rest.
 
 from __future__ import annotations
 
+import _signal as signal
 import os
-import signal
 
 from . import hooks, namespaces
 from .cgroups import Cgroup
-from .errors import Error, HookError, SetupError
+from .errors import Error, SetupError
 from .init import Channel, ExecConfig, InitConfig, exec_stage1, run_child, stage1
 
 
@@ -80,11 +80,8 @@ def spawn_init(config: InitConfig, cgroup: Cgroup, spec: dict) -> int:
         message = _receive(channel, "init")
         state = hooks.hook_state(config.container_id, "creating", init_pid,
                                  config.bundle, spec.get("annotations"))
-        try:
-            hooks.run_all(spec, "prestart", state)
-            hooks.run_all(spec, "createRuntime", state)
-        except HookError:
-            raise
+        hooks.run_all(spec, "prestart", state)
+        hooks.run_all(spec, "createRuntime", state)
         channel.send({"continue": True})
         _receive(channel, "init")  # ready
         return init_pid

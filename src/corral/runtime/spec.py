@@ -8,15 +8,14 @@ spec fails with the field's name and leaves nothing behind. After
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Any
 
+from corral import _json as json
 from corral.oci.spec import HOOK_KINDS, NAMESPACES, RLIMITS
 
 from .errors import InvalidSpec, NotSupported
 
-Spec = dict[str, Any]
+Spec = dict
 
 _MOUNT_TYPES_UNCHECKED = "any filesystem the kernel knows"
 
@@ -46,7 +45,7 @@ def rootfs_path(bundle: str, spec: Spec) -> str:
     return os.path.normpath(os.path.join(bundle, spec["root"]["path"]))
 
 
-def _type(value: Any, kind: type | tuple[type, ...], field: str) -> Any:
+def _type(value: object, kind: type | tuple[type, ...], field: str) -> object:
     # bool is an int in Python; a JSON true where a number belongs is an error.
     if isinstance(value, bool) and kind in (int, (int, float)):
         raise InvalidSpec(field, "must be a number, not a boolean")
@@ -58,20 +57,20 @@ def _type(value: Any, kind: type | tuple[type, ...], field: str) -> Any:
     return value
 
 
-def _opt(obj: dict[str, Any], key: str, kind: type, field: str) -> Any:
+def _opt(obj: dict[str, object], key: str, kind: type, field: str) -> object:
     if key not in obj or obj[key] is None:
         return None
     return _type(obj[key], kind, f"{field}.{key}" if field else key)
 
 
-def _strings(value: Any, field: str) -> list[str]:
+def _strings(value: object, field: str) -> list[str]:
     _type(value, list, field)
     for index, item in enumerate(value):
         _type(item, str, f"{field}[{index}]")
     return value
 
 
-def validate(spec: Any) -> None:
+def validate(spec: object) -> None:
     """Raise InvalidSpec naming the first field that is wrong."""
     _type(spec, dict, "config.json")
     version = spec.get("ociVersion")
@@ -111,7 +110,7 @@ def validate(spec: Any) -> None:
         _validate_linux(linux, spec)
 
 
-def _validate_process(process: Any, field: str) -> None:
+def _validate_process(process: object, field: str) -> None:
     _type(process, dict, field)
     args = process.get("args")
     if not args:
@@ -166,7 +165,7 @@ def _validate_process(process: Any, field: str) -> None:
         raise NotSupported(f"{field}.selinuxLabel", "SELinux is not supported")
 
 
-def _validate_mount(mount: Any, field: str) -> None:
+def _validate_mount(mount: object, field: str) -> None:
     _type(mount, dict, field)
     dest = _type(mount.get("destination"), str, f"{field}.destination")
     if not dest.startswith("/"):
@@ -179,7 +178,7 @@ def _validate_mount(mount: Any, field: str) -> None:
         raise NotSupported(f"{field}.uidMappings", "idmapped mounts are not supported")
 
 
-def _validate_hook(hook: Any, field: str) -> None:
+def _validate_hook(hook: object, field: str) -> None:
     _type(hook, dict, field)
     path = _type(hook.get("path"), str, f"{field}.path")
     if not path.startswith("/"):
@@ -193,7 +192,7 @@ def _validate_hook(hook: Any, field: str) -> None:
         raise InvalidSpec(f"{field}.timeout", "must be a positive number of seconds")
 
 
-def _validate_linux(linux: dict[str, Any], spec: Spec) -> None:
+def _validate_linux(linux: dict[str, object], spec: Spec) -> None:
     namespaces = _opt(linux, "namespaces", list, "linux") or []
     seen = set()
     for index, ns in enumerate(namespaces):

@@ -14,10 +14,10 @@ exec fifo, and the freezer.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from typing import Any
+
+from corral import _json as json
 
 from .errors import InvalidSpec, NotFound
 
@@ -54,18 +54,18 @@ def process_start_time(pid: int) -> str | None:
     return fields[19].decode()
 
 
-def write_json(path: str, value: Any) -> None:
+def write_json(path: str, value: object) -> None:
     """Write JSON next to PATH and rename it into place."""
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
-        json.dump(value, f)
+        f.write(json.dumps(value))
     os.replace(tmp, path)
 
 
 class State:
     """The record of one container, as kept in state.json."""
 
-    def __init__(self, root: str, container_id: str, record: dict[str, Any]) -> None:
+    def __init__(self, root: str, container_id: str, record: dict) -> None:
         self.root = root
         self.id = container_id
         self.dir = container_dir(root, container_id)
@@ -76,7 +76,7 @@ class State:
         path = os.path.join(container_dir(root, container_id), "state.json")
         try:
             with open(path) as f:
-                record = json.load(f)
+                record = json.loads(f.read())
         except FileNotFoundError:
             raise NotFound(container_id) from None
         except ValueError:
@@ -91,9 +91,9 @@ class State:
     def pid(self) -> int:
         return int(self.record.get("pid") or 0)
 
-    def spec(self) -> dict[str, Any]:
+    def spec(self) -> dict:
         with open(os.path.join(self.dir, "spec.json")) as f:
-            return json.load(f)
+            return json.loads(f.read())
 
     def init_alive(self) -> bool:
         pid = self.pid
@@ -117,7 +117,7 @@ class State:
                 pass
         return "running"
 
-    def oci_state(self, status: str | None = None) -> dict[str, Any]:
+    def oci_state(self, status: str | None = None) -> dict:
         """The state the spec defines, plus the fields runc adds."""
         status = status or self.status()
         record = self.record
