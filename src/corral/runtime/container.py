@@ -21,7 +21,15 @@ from .errors import Error, FailedPrecondition, InvalidSpec, NotFound, SetupError
 from .init import ExecConfig, InitConfig
 from .launch import check_preserved, namespace_paths, spawn_exec, spawn_init
 from .spec import load_bundle, rootfs_path
-from .state import FIFO, State, check_id, container_dir, process_start_time, rfc3339_now
+from .state import (
+    FIFO,
+    State,
+    check_id,
+    container_dir,
+    process_start_time,
+    remove_dir,
+    rfc3339_now,
+)
 
 
 class CreateOptions:
@@ -142,8 +150,6 @@ def _check_namespaces(spec: dict) -> None:
 
 
 def _remove(directory: str, cgroup: Cgroup | None) -> None:
-    import shutil
-
     if cgroup is not None:
         for pid in cgroup.pids():
             try:
@@ -154,7 +160,7 @@ def _remove(directory: str, cgroup: Cgroup | None) -> None:
             cgroup.destroy()
         except Error as exc:
             log.warning(str(exc))
-    shutil.rmtree(directory, ignore_errors=True)
+    remove_dir(directory)
 
 
 def start(root: str, container_id: str) -> State:
@@ -320,14 +326,12 @@ def kill(root: str, container_id: str, signal_text: str, all_processes: bool) ->
 
 def delete(root: str, container_id: str, force: bool) -> None:
     """Remove a stopped container (any, with force) and run poststop hooks."""
-    import shutil
-
     try:
         state = State.load(root, container_id)
     except NotFound:
         directory = container_dir(root, container_id)
         if force and os.path.isdir(directory):
-            shutil.rmtree(directory, ignore_errors=True)
+            remove_dir(directory)
             return
         raise
     status = state.status()
@@ -353,7 +357,7 @@ def delete(root: str, container_id: str, force: bool) -> None:
         cgroup.destroy()
     except Error as exc:
         log.warning(str(exc))
-    shutil.rmtree(state.dir, ignore_errors=True)
+    remove_dir(state.dir)
     try:
         hooks.run_all(spec, "poststop", state.oci_state("stopped"))
     except Error as exc:

@@ -152,3 +152,25 @@ def rfc3339_now() -> str:
     now = time.time()
     seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
     return f"{seconds}.{int(now % 1 * 1e9):09d}Z"
+
+
+def remove_dir(directory: str) -> None:
+    """Remove a container's state directory (flat, so no shutil needed)."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            os.unlink(path)
+        except IsADirectoryError:
+            import shutil
+
+            shutil.rmtree(path, ignore_errors=True)
+        except FileNotFoundError:
+            pass
+    try:
+        os.rmdir(directory)
+    except FileNotFoundError:
+        pass
