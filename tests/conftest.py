@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -50,8 +51,16 @@ class Runtime:
     def run(self, *args: str, check: bool = False, timeout: float = 30,
             input: str | None = None, cwd: str | None = None,
             **kwargs) -> subprocess.CompletedProcess:
-        result = subprocess.run(self.cmd(*args), capture_output=True, text=True,
-                                timeout=timeout, input=input, cwd=cwd, **kwargs)
+        # Files, not pipes: a created container's init keeps the runtime's
+        # stdio open, so reading a pipe to its end would wait for the container.
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            completed = subprocess.run(self.cmd(*args), stdout=out, stderr=err,
+                                       text=True, timeout=timeout, input=input, cwd=cwd,
+                                       **kwargs)
+            out.seek(0)
+            err.seek(0)
+            result = subprocess.CompletedProcess(completed.args, completed.returncode,
+                                                 out.read(), err.read())
         if check and result.returncode != 0:
             raise AssertionError(
                 f"{self.name} {' '.join(args)} exited {result.returncode}: {result.stderr}"
