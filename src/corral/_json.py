@@ -41,10 +41,13 @@ def loads(text: str | bytes) -> object:
     start = len(text) - len(text.lstrip(_WHITESPACE))
     try:
         value, end = _scan(text, start)
-    except StopIteration as exc:
-        raise ValueError(f"expecting a value at character {exc.value}") from None
-    if text[end:].strip(_WHITESPACE):
-        raise ValueError(f"extra data after the value at character {end}")
+    except Exception:  # noqa: BLE001 - the json package explains it below
+        end = -1
+    if end < 0 or text[end:].strip(_WHITESPACE):
+        # Bad input is rare and not on the fast path: let json say what is wrong.
+        import json
+
+        return json.loads(text)
     return value
 
 

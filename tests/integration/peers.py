@@ -160,7 +160,7 @@ def _kill_and_reap(pids: list[int]) -> None:
 def _shim_socket(cmdline: list[str]) -> str | None:
     """The socket of a containerd 1.6 shim, from its command line."""
     try:
-        flags = dict(zip(cmdline[1::2], cmdline[2::2]))
+        flags = dict(zip(cmdline[1::2], cmdline[2::2], strict=False))
         key = f"{flags['-address']}/{flags['-namespace']}/{flags['-id']}"
     except (KeyError, ValueError):
         return None

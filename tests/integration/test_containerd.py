@@ -18,8 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from .peers import CORRAL_RUNTIME, IMAGE, Containerd, make_workdir, run_in_pty, \
-    write_image_archive
+from .peers import (
+    CORRAL_RUNTIME,
+    IMAGE,
+    Containerd,
+    make_workdir,
+    run_in_pty,
+    write_image_archive,
+)
 
 pytestmark = pytest.mark.peers
 

@@ -18,8 +18,15 @@ import warnings
 
 import pytest
 
-from .peers import CORRAL_RUNTIME, IMAGE, NAMESPACE, Dockerd, make_workdir, run_in_pty, \
-    write_image_archive
+from .peers import (
+    CORRAL_RUNTIME,
+    IMAGE,
+    NAMESPACE,
+    Dockerd,
+    make_workdir,
+    run_in_pty,
+    write_image_archive,
+)
 
 pytestmark = pytest.mark.peers
 
@@ -102,19 +109,23 @@ def inspect(dockerd: Dockerd, name: str) -> dict:
     return json.loads(result.stdout)[0]
 
 
-def remove_container(dockerd: Dockerd, name: str) -> None:
-    """Remove the container whatever state it is in, even half-created."""
+def remove_container(dockerd: Dockerd, name: str, runtime: str | None = None) -> None:
+    """Remove the container; with RUNTIME, even one stuck half-created."""
     result = dockerd.docker("inspect", "--format", "{{.Id}}", name)
-    container_id = result.stdout.strip()
-    if result.returncode == 0 and container_id:
+    container_id = result.stdout.strip() if result.returncode == 0 else ""
+    if runtime is not None and container_id:
         # A shim stuck in the runtime's create holds dockerd's start: the
-        # runtime's own delete releases it.
-        subprocess.run([CORRAL_RUNTIME, "--root", str(dockerd.runtime_root()),
+        # runtime's own delete releases it. (All runtimes share one root.)
+        subprocess.run([runtime_binary(runtime), "--root", str(dockerd.runtime_root()),
                         "delete", "--force", container_id],
                        capture_output=True, timeout=10)
     dockerd.docker("rm", "--force", name)
     if container_id:
         dockerd.containerd.kill_shim(container_id, NAMESPACE)
+
+
+def runtime_binary(runtime: str) -> str:
+    return CORRAL_RUNTIME if runtime == "corral" else shutil.which(runtime)
 
 
 @pytest.fixture
@@ -179,7 +190,7 @@ def test_run_with_a_tty(dockerd, runtime, name, corral_bug):
                                "sh", "-c", f"tty; {STTY_SIZE}; exit 6"),
             env=dockerd.env(), rows=33, columns=101, timeout=8)
     finally:
-        remove_container(dockerd, name)
+        remove_container(dockerd, name, runtime)
 
     assert code == 6, output
     assert output.replace("\r", "").splitlines()[:2] == ["/dev/pts/0", "33 101"]
@@ -264,8 +275,7 @@ def test_the_container_ran_under_the_chosen_runtime(dockerd, runtime, running):
     assert options["binary_name"] == {"corral": CORRAL_RUNTIME, "runc": "runc"}[runtime]
     assert f"{options['root']}/{NAMESPACE}" == str(dockerd.runtime_root())
     # ... and that runtime's own record of the container it made.
-    binary = CORRAL_RUNTIME if runtime == "corral" else shutil.which("runc")
-    result = subprocess.run([binary, "--root", str(dockerd.runtime_root()), "state",
+    result = subprocess.run([runtime_binary(runtime), "--root", str(dockerd.runtime_root()), "state",
                              container["Id"]], capture_output=True, text=True, timeout=10)
     assert result.returncode == 0, result.stderr
     state = json.loads(result.stdout)

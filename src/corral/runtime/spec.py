@@ -13,6 +13,7 @@ import os
 from corral import _json as json
 from corral.oci.spec import HOOK_KINDS, NAMESPACES, RLIMITS
 
+from . import capabilities
 from .errors import InvalidSpec, NotSupported
 
 Spec = dict
@@ -159,6 +160,7 @@ def _validate_process(process: object, field: str) -> None:
         if key not in ("bounding", "effective", "inheritable", "permitted", "ambient"):
             raise InvalidSpec(f"{field}.capabilities.{key}", "unknown capability set")
         _strings(value or [], f"{field}.capabilities.{key}")
+    capabilities.check(caps, f"{field}.capabilities")
     if process.get("apparmorProfile"):
         raise NotSupported(f"{field}.apparmorProfile", "AppArmor is not supported")
     if process.get("selinuxLabel"):
