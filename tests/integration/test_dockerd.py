@@ -109,19 +109,19 @@ def inspect(dockerd: Dockerd, name: str) -> dict:
     return json.loads(result.stdout)[0]
 
 
-def remove_container(dockerd: Dockerd, name: str, runtime: str | None = None) -> None:
-    """Remove the container; with RUNTIME, even one stuck half-created."""
-    result = dockerd.docker("inspect", "--format", "{{.Id}}", name)
-    container_id = result.stdout.strip() if result.returncode == 0 else ""
-    if runtime is not None and container_id:
-        # A shim stuck in the runtime's create holds dockerd's start: the
-        # runtime's own delete releases it. (All runtimes share one root.)
-        subprocess.run([runtime_binary(runtime), "--root", str(dockerd.runtime_root()),
-                        "delete", "--force", container_id],
-                       capture_output=True, timeout=10)
+def remove_container(dockerd: Dockerd, name: str) -> None:
     dockerd.docker("rm", "--force", name)
-    if container_id:
-        dockerd.containerd.kill_shim(container_id, NAMESPACE)
+
+
+def release_stuck_create(dockerd: Dockerd, runtime: str, container_id: str) -> None:
+    """Free dockerd from a shim stuck in the runtime's create.
+
+    dockerd holds the container's lock meanwhile (even `docker inspect`
+    waits); the runtime's own delete makes its create return.
+    """
+    subprocess.run([runtime_binary(runtime), "--root", str(dockerd.runtime_root()),
+                    "delete", "--force", container_id], capture_output=True, timeout=10)
+    dockerd.containerd.kill_shim(container_id, NAMESPACE)
 
 
 def runtime_binary(runtime: str) -> str:
@@ -182,15 +182,20 @@ def test_run_applies_the_default_seccomp_profile(dockerd, runtime, name, corral_
     assert (result.returncode, result.stdout.split()) == (0, ["Seccomp:", "2"])
 
 
-def test_run_with_a_tty(dockerd, runtime, name, corral_bug):
+def test_run_with_a_tty(dockerd, runtime, name, corral_bug, tmp_path):
     corral_bug(TTY_CREATE_HANGS)
+    cidfile = tmp_path / "cid"
     try:
         code, output = run_in_pty(
-            dockerd.docker_cmd("run", "--tty", *run_flags(runtime, name, "--rm"), IMAGE,
+            dockerd.docker_cmd("run", "--tty", "--cidfile", str(cidfile),
+                               *run_flags(runtime, name, "--rm"), IMAGE,
                                "sh", "-c", f"tty; {STTY_SIZE}; exit 6"),
             env=dockerd.env(), rows=33, columns=101, timeout=8)
+    except AssertionError:
+        release_stuck_create(dockerd, runtime, cidfile.read_text())
+        raise
     finally:
-        remove_container(dockerd, name, runtime)
+        remove_container(dockerd, name)
 
     assert code == 6, output
     assert output.replace("\r", "").splitlines()[:2] == ["/dev/pts/0", "33 101"]

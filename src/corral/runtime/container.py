@@ -441,7 +441,7 @@ def exec_process(root: str, container_id: str, options: ExecOptions) -> int:
         sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
     paths = namespace_paths(spec, state.pid)
     config = ExecConfig(
-        proc=proc, namespace_paths=paths, in_userns="user" in paths,
+        proc=proc, spec=spec, namespace_paths=paths, in_userns="user" in paths,
         console_fd=console_fd, preserve_fds=options.preserve_fds,
     )
     try:

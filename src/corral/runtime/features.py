@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from corral.oci.spec import HOOK_KINDS, NAMESPACES, SPEC_VERSION
 
-from . import capabilities
+from . import capabilities, seccomp
 from .rootfs import _FLAGS, PROPAGATION
 
 
@@ -28,7 +28,14 @@ def features() -> dict:
                 "systemdUser": False,
                 "rdma": False,
             },
-            "seccomp": {"enabled": False},
+            "seccomp": {
+                "enabled": True,
+                "actions": list(seccomp.ACTIONS),
+                "operators": list(seccomp.OPERATORS),
+                "archs": list(seccomp.ARCHES),
+                "knownFlags": list(seccomp.FLAGS),
+                "supportedFlags": list(seccomp.FLAGS),
+            },
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},
             "intelRdt": {"enabled": False},

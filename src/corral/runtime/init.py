@@ -185,6 +185,7 @@ def container_init(channel: Channel, config: InitConfig) -> None:
 
     if (spec.get("hooks") or {}).get("startContainer"):
         import subprocess  # noqa: F401 - the hooks need it after the pivot
+    seccomp_filter = build_seccomp(spec, proc)
 
     root.pivot(config.no_pivot)
     if "uts" in wanted:
@@ -204,11 +205,12 @@ def container_init(channel: Channel, config: InitConfig) -> None:
 
     channel.send({"ready": True})
     channel.close()
-    wait_for_start(config, spec, proc, executable, env, in_userns, state)
+    wait_for_start(config, spec, proc, executable, env, in_userns, state, seccomp_filter)
 
 
 def wait_for_start(config: InitConfig, spec: dict, proc: dict, executable: str,
-                   env: dict[str, str], in_userns: bool, state: dict) -> None:
+                   env: dict[str, str], in_userns: bool, state: dict,
+                   seccomp_filter) -> None:
     """Block on the exec fifo until ``start``; then exec the user process.
 
     Opening the fifo for writing blocks until ``start`` opens it for
@@ -224,33 +226,55 @@ def wait_for_start(config: InitConfig, spec: dict, proc: dict, executable: str,
         hooks.run_all(spec, "startContainer", state)
         if proc.get("terminal"):
             console.become_controlling("/dev/console")
-        finish_process(proc, in_userns, config.preserve_fds)
+        finish_process(proc, in_userns, config.preserve_fds, seccomp_filter)
         process.exec_process(proc, executable, env)
     except BaseException as exc:  # noqa: BLE001 - reported to start
         os.write(fifo, describe(exc).encode(errors="replace"))
         os._exit(127)
 
 
-def finish_process(proc: dict, in_userns: bool, preserve_fds: int) -> None:
-    """The last steps before execve, shared by init and exec."""
+def finish_process(proc: dict, in_userns: bool, preserve_fds: int,
+                   seccomp_filter) -> None:
+    """The last steps before execve, shared by init and exec.
+
+    Without no_new_privs, loading a seccomp filter needs CAP_SYS_ADMIN, so
+    it is loaded before the user switch drops it (as runc does); with
+    no_new_privs it comes last, so that it filters nothing of ours.
+    """
     for fd in range(3, 3 + preserve_fds):
         try:
             os.set_inheritable(fd, True)
         except OSError:
             pass
     sc.close_range(3 + preserve_fds, 0xFFFFFFFF, sc.CLOSE_RANGE_CLOEXEC)
+    early = seccomp_filter is not None and not proc.get("noNewPrivileges")
+    if early:
+        seccomp_filter.load()
     process.become_user(proc, in_userns)
     process.check_cwd(proc.get("cwd") or "/")
     process.no_new_privileges(proc)
+    if seccomp_filter is not None and not early:
+        seccomp_filter.load()
+
+
+def build_seccomp(spec: dict, proc: dict):
+    """The container's seccomp filter, compiled while libseccomp can be loaded."""
+    seccomp = (spec.get("linux") or {}).get("seccomp")
+    if not seccomp:
+        return None
+    from . import seccomp as seccomp_module
+
+    return seccomp_module.build(seccomp, bool(proc.get("noNewPrivileges")))
 
 
 # -- exec: join a running container ---------------------------------------------
 
 
 class ExecConfig:
-    def __init__(self, *, proc: dict, namespace_paths: dict[str, str], in_userns: bool,
-                 console_fd: int, preserve_fds: int) -> None:
+    def __init__(self, *, proc: dict, spec: dict, namespace_paths: dict[str, str],
+                 in_userns: bool, console_fd: int, preserve_fds: int) -> None:
         self.proc = proc
+        self.spec = spec
         self.namespace_paths = namespace_paths
         self.in_userns = in_userns
         self.console_fd = console_fd
@@ -260,6 +284,7 @@ class ExecConfig:
 def exec_stage1(channel: Channel, config: ExecConfig) -> None:
     channel.expect("go")
     sc.prctl(sc.PR_SET_DUMPABLE, 0)
+    seccomp_filter = build_seccomp(config.spec, config.proc)
     paths = config.namespace_paths
     fds = namespaces.open_paths(paths)
     try:
@@ -269,11 +294,11 @@ def exec_stage1(channel: Channel, config: ExecConfig) -> None:
             os.close(fd)
     pid = os.fork()
     if pid == 0:
-        run_child(channel, exec_child, config)
+        run_child(channel, exec_child, config, seccomp_filter)
     channel.send({"pid": pid})
 
 
-def exec_child(channel: Channel, config: ExecConfig) -> None:
+def exec_child(channel: Channel, config: ExecConfig, seccomp_filter) -> None:
     proc = config.proc
     sc.prctl(sc.PR_SET_DUMPABLE, 0)
     os.chdir("/")
@@ -288,5 +313,5 @@ def exec_child(channel: Channel, config: ExecConfig) -> None:
     env = process.environment(proc)
     cwd = proc.get("cwd") or "/"
     executable = process.find_executable(proc["args"][0], env, cwd)
-    finish_process(proc, config.in_userns, config.preserve_fds)
+    finish_process(proc, config.in_userns, config.preserve_fds, seccomp_filter)
     process.exec_process(proc, executable, env)
