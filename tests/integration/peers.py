@@ -41,15 +41,17 @@ NAMESPACE = "moby"  # dockerd's containerd namespace
 # Directories the peers make on the host whatever their private roots are:
 # containerd 1.6's shims put their sockets under /run/containerd/s, and dockerd
 # makes /run/docker/plugins. We remove them, if empty, when we made them.
-_HOST_DIRS = (Path("/run/containerd/s"), Path("/run/containerd/fifo"), Path("/run/containerd"),
-              Path("/run/docker/plugins"), Path("/run/docker"))
+_HOST_DIRS = (Path("/run/containerd/s"), Path("/run/containerd/fifo"),
+              Path("/run/containerd"), Path("/run/docker/plugins"), Path("/run/docker"))
 
 
 def make_workdir(prefix: str) -> Path:
-    # Short: containerd's socket lives under it, and a unix socket path has at
-    # most 107 bytes.
-    # Its name also names a containerd namespace and a cgroup: letters,
-    # digits and dashes only.
+    """A new private directory /tmp/corral-PREFIX-XXXXXXXX.
+
+    Short, as containerd's socket lives under it and a unix socket path has at
+    most 107 bytes; its name also names a containerd namespace and a cgroup,
+    so letters, digits and dashes only.
+    """
     for _ in range(100):
         path = Path("/tmp") / f"corral-{prefix}-{uuid.uuid4().hex[:8]}"
         try:

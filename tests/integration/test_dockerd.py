@@ -166,8 +166,9 @@ def test_run_interactive_reads_stdin(dockerd, runtime, name):
 
 
 def test_run_in_the_hosts_cgroup_namespace(dockerd, runtime, name, corral_bug):
+    # What dockerd does by default on a cgroup v1 host. Once this passes
+    # under corral-runtime, RUN_FLAGS need no --cgroupns any more.
     corral_bug(HOST_CGROUPNS_MOUNT_FAILS)
-    # What dockerd does by default on a cgroup v1 host.
     result = dockerd.docker("run", "--rm", "--runtime", runtime, "--name", name,
                             "--network", "none", "--cgroupns", "host", "--pull", "never",
                             IMAGE, "sh", "-c", "ls /sys/fs/cgroup | grep -x pids")

@@ -94,7 +94,9 @@ def create(root: str, container_id: str, options: CreateOptions,
         from .state import write_json
 
         write_json(os.path.join(directory, "spec.json"), spec)
-        os.mkfifo(os.path.join(directory, FIFO), 0o622)
+        fifo = os.path.join(directory, FIFO)
+        os.mkfifo(fifo, 0o622)
+        os.chmod(fifo, 0o622)  # past the umask: init may be root of a user namespace
         state_dir_fd = os.open(directory, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
         linux = spec.get("linux") or {}
         cgroup_mounts = mounts()

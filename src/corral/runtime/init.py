@@ -218,7 +218,12 @@ def wait_for_start(config: InitConfig, spec: dict, proc: dict, executable: str,
     and let execve close it: ``start`` reads to end of file, so anything else
     it reads is our error message.
     """
-    fifo = os.open(FIFO, os.O_WRONLY | os.O_CLOEXEC, dir_fd=config.state_dir_fd)
+    try:
+        fifo = os.open(FIFO, os.O_WRONLY | os.O_CLOEXEC, dir_fd=config.state_dir_fd)
+    except OSError as exc:
+        # No channel and no fifo: stderr is all that is left to tell.
+        os.write(2, f"corral-runtime init: open exec fifo: {exc.strerror}\n".encode())
+        os._exit(1)
     os.close(config.state_dir_fd)
     os.write(fifo, b"0")
     try:

@@ -210,12 +210,14 @@ def _validate_linux(linux: dict[str, object], spec: Spec) -> None:
         if path is not None and not path.startswith("/"):
             raise InvalidSpec(f"{where}.path", f"{path!r} must be an absolute path")
     for key in ("uidMappings", "gidMappings"):
-        for index, entry in enumerate(_opt(linux, key, list, "linux") or []):
+        entries = _opt(linux, key, list, "linux") or []
+        for index, entry in enumerate(entries):
             where = f"linux.{key}[{index}]"
             _type(entry, dict, where)
             for part in ("containerID", "hostID", "size"):
                 if _type(entry.get(part), int, f"{where}.{part}") < 0:
                     raise InvalidSpec(f"{where}.{part}", "must not be negative")
+        _check_overlaps(entries, f"linux.{key}")
     if (linux.get("uidMappings") or linux.get("gidMappings")) and "user" not in seen:
         raise InvalidSpec("linux.uidMappings", "mappings need a user namespace")
     if "user" in seen and not any(
@@ -265,6 +267,17 @@ def _validate_linux(linux: dict[str, object], spec: Spec) -> None:
         if clock not in ("monotonic", "boottime"):
             raise InvalidSpec(f"linux.timeOffsets.{clock}", "unknown clock")
         _type(offset, dict, f"linux.timeOffsets.{clock}")
+
+
+def _check_overlaps(entries: list, field: str) -> None:
+    """No two ranges of an id map may overlap, inside or on the host (user_namespaces(7))."""
+    for side in ("containerID", "hostID"):
+        ranges = sorted((e[side], e[side] + e["size"], i) for i, e in enumerate(entries))
+        for (_, end, first), (start, _, second) in zip(ranges, ranges[1:], strict=False):
+            if start < end:
+                raise InvalidSpec(
+                    field, f"entries {first} and {second} overlap in their {side} ranges"
+                )
 
 
 _PROPAGATIONS = ("private", "rprivate", "slave", "rslave", "shared", "rshared",
