@@ -259,3 +259,57 @@ def _move_fds(fds):
     for target in range(3, 3 + len(fds)):
         os.dup2(target + 100, target)
         os.close(target + 100)
+
+
+def test_cgroup_namespace_and_placement(any_runtime, bundle_factory, container_id):
+    bundle = bundle_factory(["sh", "-c", "cat /proc/self/cgroup; sleep 30"])
+    bundle.spec["linux"]["cgroupsPath"] = f"/corral-test/{container_id}"
+    bundle.write()
+    any_runtime.run("create", "-b", str(bundle.path), container_id, check=True)
+    pid = any_runtime.state(container_id)["pid"]
+    with open(f"/proc/{pid}/cgroup") as f:
+        host_view = f.read()
+    assert f"memory:/corral-test/{container_id}" in host_view
+    assert f"pids:/corral-test/{container_id}" in host_view
+    any_runtime.run("delete", "--force", container_id, check=True)
+    assert not os.path.exists(f"/sys/fs/cgroup/memory/corral-test/{container_id}")
+
+
+def test_cgroup_namespace_root_is_the_container(any_runtime, bundle_factory,
+                                                container_id):
+    bundle = bundle_factory(["cat", "/proc/self/cgroup"])
+    for line in run_output(any_runtime, bundle, container_id).splitlines():
+        if ":memory:" in line or ":pids:" in line:
+            assert line.endswith(":/"), line
+
+
+def test_readonly_cgroup_mount_without_cgroup_namespace(any_runtime, bundle_factory,
+                                                        container_id):
+    """What dockerd asks for on a v1 host (a regression test: it failed with EINVAL)."""
+    bundle = bundle_factory(["sh", "-c", "ls /sys/fs/cgroup; touch /sys/fs/cgroup/pids/x"])
+    bundle.spec["linux"]["namespaces"] = [
+        ns for ns in bundle.spec["linux"]["namespaces"] if ns["type"] != "cgroup"]
+    bundle.write()
+    result = any_runtime.run("run", "-b", str(bundle.path), container_id)
+    assert "pids" in result.stdout.split()
+    assert "Read-only file system" in result.stderr
+
+
+def test_create_with_a_terminal_lets_go_of_the_callers_stdio(any_runtime, bundle_factory,
+                                                             container_id, tmp_path):
+    """containerd's shim reads create's output to its end (a regression test)."""
+    import socket
+
+    bundle = bundle_factory(["sh", "-c", "sleep 30"], terminal=True)
+    path = str(tmp_path / "console.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    creator = subprocess.Popen(any_runtime.cmd("create", "-b", str(bundle.path),
+                                               "--console-socket", path, container_id),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    connection, _ = server.accept()
+    out, err = creator.communicate(timeout=10)
+    assert creator.returncode == 0, err
+    connection.close()
+    server.close()

@@ -29,11 +29,6 @@ from .peers import (
 
 pytestmark = pytest.mark.peers
 
-TTY_CREATE_HANGS = (
-    "corral-runtime bug: with process.terminal and --console-socket, the init "
-    "waiting for start keeps create's stdout and stderr open, so the shim's "
-    "create (which reads them to end of file) never returns")
-
 # The client sizes the terminal only after the container started: wait for it.
 STTY_SIZE = ('for i in $(seq 50); do size=$(stty size 2>&1); '
              'case $size in [1-9]*) break;; esac; sleep 0.1; done; echo "$size"')
@@ -125,15 +120,6 @@ def running(containerd, container_id):
     remove_container(containerd, container_id)
 
 
-@pytest.fixture
-def corral_bug(request, containerd):
-    """Mark the test as failing under corral-runtime for the bug REASON."""
-    def mark(reason: str) -> None:
-        if containerd.runtime_binary == CORRAL_RUNTIME:
-            request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-    return mark
-
-
 @pytest.mark.parametrize(("script", "code", "output"), [
     ("echo hello from busybox", 0, "hello from busybox\n"),
     ("echo on the way out; exit 3", 3, "on the way out\n"),
@@ -179,9 +165,8 @@ def test_run_removes_the_container_with_rm(containerd, container_id):
 
 
 def test_tty_gives_the_container_a_terminal_of_the_clients_size(containerd,
-                                                                container_id,
-                                                                corral_bug):
-    corral_bug(TTY_CREATE_HANGS)
+                                                                container_id):
+    # A regression test: create with a terminal once kept the caller's pipes.
     try:
         code, output = run_in_pty(
             containerd.ctr_cmd("run", "--rm", "--tty", *containerd.runtime_flags(),

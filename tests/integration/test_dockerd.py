@@ -30,24 +30,9 @@ from .peers import (
 
 pytestmark = pytest.mark.peers
 
-# Workaround, both runtimes alike: dockerd gives a container on a cgroup v1
-# host the host's cgroup namespace and a read-only "cgroup" mount, which
-# corral-runtime cannot mount yet (HOST_CGROUPNS_MOUNT_FAILS); a private
-# cgroup namespace takes the other path. No network: dockerd has no bridge.
-RUN_FLAGS = ("--network", "none", "--cgroupns", "private", "--pull", "never")
+# No network: this dockerd has no bridge.
+RUN_FLAGS = ("--network", "none", "--pull", "never")
 
-HOST_CGROUPNS_MOUNT_FAILS = (
-    "corral-runtime bug: a read-only 'cgroup' mount without a cgroup namespace on a "
-    "v1 host fails with EINVAL: each hierarchy is bound, then remounted read-only "
-    "through the fd opened before the bind (the directory under the new mount)")
-TTY_CREATE_HANGS = (
-    "corral-runtime bug: with process.terminal and --console-socket, the init "
-    "waiting for start keeps create's stdout and stderr open, so the shim's "
-    "create (which reads them to end of file) never returns")
-SECCOMP_IGNORED = (
-    "corral-runtime gap, while its features say seccomp is not enabled: "
-    "linux.seccomp is accepted and not applied, so docker's default profile "
-    "silently does not confine the container")
 
 # The client sizes the terminal only after the container started: wait for it.
 STTY_SIZE = ('for i in $(seq 50); do size=$(stty size 2>&1); '
@@ -77,15 +62,6 @@ def runtime(request, dockerd) -> str:
     if request.param == "runc" and shutil.which("runc") is None:
         pytest.skip("runc is not installed (apt-get install runc)")
     return request.param
-
-
-@pytest.fixture
-def corral_bug(request, runtime):
-    """Mark the test as failing under corral-runtime for the bug REASON."""
-    def mark(reason: str) -> None:
-        if runtime == "corral":
-            request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-    return mark
 
 
 @pytest.fixture
@@ -165,10 +141,9 @@ def test_run_interactive_reads_stdin(dockerd, runtime, name):
     assert (result.returncode, result.stdout) == (0, "got hello\n"), result.stderr
 
 
-def test_run_in_the_hosts_cgroup_namespace(dockerd, runtime, name, corral_bug):
-    # What dockerd does by default on a cgroup v1 host. Once this passes
-    # under corral-runtime, RUN_FLAGS need no --cgroupns any more.
-    corral_bug(HOST_CGROUPNS_MOUNT_FAILS)
+def test_run_in_the_hosts_cgroup_namespace(dockerd, runtime, name):
+    # What dockerd does by default on a cgroup v1 host: a read-only cgroup
+    # mount without a cgroup namespace (a regression test: it once failed).
     result = dockerd.docker("run", "--rm", "--runtime", runtime, "--name", name,
                             "--network", "none", "--cgroupns", "host", "--pull", "never",
                             IMAGE, "sh", "-c", "ls /sys/fs/cgroup | grep -x pids")
@@ -176,19 +151,14 @@ def test_run_in_the_hosts_cgroup_namespace(dockerd, runtime, name, corral_bug):
     assert (result.returncode, result.stdout) == (0, "pids\n"), result.stderr
 
 
-def test_run_applies_the_default_seccomp_profile(dockerd, runtime, name, corral_bug):
-    features = json.loads(subprocess.run([CORRAL_RUNTIME, "features"], capture_output=True,
-                                         text=True, check=True).stdout)
-    if not features["linux"]["seccomp"]["enabled"]:
-        corral_bug(SECCOMP_IGNORED)
+def test_run_applies_the_default_seccomp_profile(dockerd, runtime, name):
     result = docker_run(dockerd, runtime, name, "grep", "^Seccomp:", "/proc/self/status")
 
     # 2 is SECCOMP_MODE_FILTER.
     assert (result.returncode, result.stdout.split()) == (0, ["Seccomp:", "2"])
 
 
-def test_run_with_a_tty(dockerd, runtime, name, corral_bug, tmp_path):
-    corral_bug(TTY_CREATE_HANGS)
+def test_run_with_a_tty(dockerd, runtime, name, tmp_path):
     cidfile = tmp_path / "cid"
     try:
         code, output = run_in_pty(

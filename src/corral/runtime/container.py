@@ -331,9 +331,10 @@ def delete(root: str, container_id: str, force: bool) -> None:
     try:
         state = State.load(root, container_id)
     except NotFound:
-        directory = container_dir(root, container_id)
-        if force and os.path.isdir(directory):
-            remove_dir(directory)
+        # As runc: with force, a missing container is not an error, and a
+        # directory left by a create that died early is removed.
+        if force:
+            remove_dir(container_dir(root, container_id))
             return
         raise
     status = state.status()

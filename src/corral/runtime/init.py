@@ -4,8 +4,13 @@
 applies only to the children of the process that makes it::
 
     corral-runtime create (parent)        host namespaces; writes state
-      └─ stage 1                           joins the cgroup; unshares/joins
+      └─ stage 1                           unshares/joins the namespaces
            └─ init (pid 1 of the container) builds the rootfs, waits, execs
+
+The parent moves init into its cgroup while init builds the rootfs (the
+move is slow in the kernel); init waits for that before the first cgroup
+mount or hook, and only then makes its cgroup namespace, whose root is the
+cgroup it is in.
 
 Stage 1 exits as soon as init exists; init is then reparented (to the caller
 if it is a subreaper, as containerd's shim and ``run`` are). Parent and
@@ -132,7 +137,8 @@ def enter_namespaces(channel: Channel, wanted: dict[str, str | None],
     finally:
         for fd in fds.values():
             os.close(fd)
-    new = [kind for kind, path in wanted.items() if path is None and kind != "user"]
+    new = [kind for kind, path in wanted.items()
+           if path is None and kind not in ("user", "cgroup")]
     namespaces.unshare(new)
     if "time" in new and time_offsets:
         namespaces.write_time_offsets(time_offsets)
@@ -164,11 +170,22 @@ def container_init(channel: Channel, config: InitConfig) -> None:
     wanted = namespaces.configured(spec)
     in_userns = "user" in wanted
 
+    new_cgroupns = "cgroup" in wanted and wanted["cgroup"] is None
+    joined = False
+
+    def wait_joined() -> None:
+        nonlocal joined
+        if not joined:
+            channel.expect("joined")
+            if new_cgroupns:
+                namespaces.unshare(["cgroup"])
+            joined = True
+
     root = rootfs.Rootfs(config.rootfs_path, config.bundle)
     rootfs.prepare(root, linux.get("rootfsPropagation"))
     mounts = spec.get("mounts") or []
     root.mount_all(mounts, config.cgroup_mounts, config.cgroup_paths,
-                   new_cgroupns=wanted.get("cgroup", "") is None)
+                   new_cgroupns=new_cgroupns, before_cgroup=wait_joined)
     if not root.has_bind_dev(mounts):
         root.create_devices(linux.get("devices") or [], in_userns)
     cwd = proc.get("cwd") or "/"
@@ -177,6 +194,7 @@ def container_init(channel: Channel, config: InitConfig) -> None:
     except OSError as exc:
         raise SetupError(f"process.cwd '{cwd}': {exc.strerror}") from exc
 
+    wait_joined()
     state = hooks.hook_state(config.container_id, "creating", setup["pid"],
                              config.bundle, spec.get("annotations"))
     channel.send({"hooks": "createRuntime"})
@@ -194,10 +212,13 @@ def container_init(channel: Channel, config: InitConfig) -> None:
         if spec.get("domainname"):
             sc.setdomainname(spec["domainname"])
     if proc.get("terminal"):
+        # The pty becomes our stdio now, as with runc: the caller's create
+        # must not wait on pipes the container would otherwise hold.
         pty = console.open_pty(proc.get("consoleSize"))
         console.mount_console(pty)
         if config.console_fd >= 0:
             console.send_master(config.console_fd, pty)
+        console.become_controlling(pty.slave_path)
     rootfs.finish(spec)
     process.set_rlimits(proc)
     env = process.environment(proc)
@@ -229,8 +250,6 @@ def wait_for_start(config: InitConfig, spec: dict, proc: dict, executable: str,
     try:
         state["status"] = "created"
         hooks.run_all(spec, "startContainer", state)
-        if proc.get("terminal"):
-            console.become_controlling("/dev/console")
         finish_process(proc, in_userns, config.preserve_fds, seccomp_filter)
         process.exec_process(proc, executable, env)
     except BaseException as exc:  # noqa: BLE001 - reported to start

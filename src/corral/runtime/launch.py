@@ -67,7 +67,6 @@ def spawn_init(config: InitConfig, cgroup: Cgroup, spec: dict) -> int:
     pid, channel = _fork(stage1, config)
     init_pid = 0
     try:
-        cgroup.join(pid)
         channel.send({"go": True})
         message = _receive(channel, "stage 1")
         if "userns" in message:
@@ -77,6 +76,10 @@ def spawn_init(config: InitConfig, cgroup: Cgroup, spec: dict) -> int:
         init_pid = message["init"]
         _reap(pid)
         channel.send({"setup": True, "pid": init_pid})
+        # Init builds its rootfs while we wait here: moving a process into a
+        # v1 cgroup waits for an RCU grace period (10-20 ms on our machines).
+        cgroup.join(init_pid)
+        channel.send({"joined": True})
         message = _receive(channel, "init")
         state = hooks.hook_state(config.container_id, "creating", init_pid,
                                  config.bundle, spec.get("annotations"))

@@ -189,9 +189,13 @@ class Rootfs:
     # -- mounts -------------------------------------------------------------
 
     def mount_all(self, mounts: list[dict], cgroup_mounts: dict[str, str],
-                  cgroup_paths: dict[str, str], new_cgroupns: bool) -> None:
+                  cgroup_paths: dict[str, str], new_cgroupns: bool,
+                  before_cgroup=lambda: None) -> None:
+        """Mount every entry in order; call BEFORE_CGROUP before a cgroup mount."""
         for index, mount in enumerate(mounts):
             field = f"mounts[{index}]"
+            if mount.get("type") == "cgroup":
+                before_cgroup()
             try:
                 self.mount_one(mount, field, cgroup_mounts, cgroup_paths, new_cgroupns)
             except OSError as exc:
@@ -306,8 +310,9 @@ class Rootfs:
                     source = cgroup_paths.get(controller, mountpoint)
                     sc.mount(source, _fd_path(sub), None, sc.MS_BIND)
                     if ro:
-                        sc.mount(None, _fd_path(sub), None,
-                                 sc.MS_BIND | sc.MS_REMOUNT | base | ro)
+                        # The fd is of the directory under the new mount:
+                        # remount through a fresh one.
+                        self._remount(f"{dest}/{name}", base | ro)
             finally:
                 os.close(sub)
         if ro:
