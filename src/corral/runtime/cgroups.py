@@ -46,6 +46,33 @@ def mounts() -> dict[str, str]:
     return found
 
 
+def warm_up() -> int:
+    """Start paying, in a throwaway child, for the first cgroup move.
+
+    Moving a task into another cgroup takes cgroup_threadgroup_rwsem for
+    writing, and the first writer after a quiet spell waits for an RCU grace
+    period (5 to 20 ms on our machines); writers within the next few tens of
+    milliseconds do not (rcu_sync). So as soon as ``create`` starts, a child
+    moves itself into the root cgroup of one hierarchy and exits; by the time
+    init is moved the wait is paid, in parallel with our own start. Returns
+    the child's pid (0 if there is no cgroup to move into).
+    """
+    for path in ("/sys/fs/cgroup/pids/cgroup.procs", "/sys/fs/cgroup/cgroup.procs"):
+        if os.path.exists(path):
+            break
+    else:
+        return 0
+    pid = os.fork()
+    if pid == 0:
+        try:
+            fd = os.open(path, os.O_WRONLY)
+            os.write(fd, b"0")
+        except OSError:
+            pass
+        os._exit(0)
+    return pid
+
+
 def is_unified(cgroup_mounts: dict[str, str]) -> bool:
     return list(cgroup_mounts) == [V2]
 
