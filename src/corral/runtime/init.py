@@ -30,7 +30,7 @@ import os
 from corral import _json as json
 from corral import _syscalls as sc
 
-from . import console, hooks, namespaces, process, rootfs
+from . import hooks, namespaces, process, rootfs
 from .errors import Error, SetupError
 from .state import FIFO
 
@@ -201,8 +201,11 @@ def container_init(channel: Channel, config: InitConfig) -> None:
     channel.expect("continue")
     hooks.run_all(spec, "createContainer", state)
 
+    # Imports after the pivot would not find the host's Python library.
     if (spec.get("hooks") or {}).get("startContainer"):
         import subprocess  # noqa: F401 - the hooks need it after the pivot
+    if proc.get("terminal"):
+        from . import console
     seccomp_filter = build_seccomp(spec, proc)
 
     root.pivot(config.no_pivot)
@@ -309,6 +312,8 @@ def exec_stage1(channel: Channel, config: ExecConfig) -> None:
     channel.expect("go")
     sc.prctl(sc.PR_SET_DUMPABLE, 0)
     seccomp_filter = build_seccomp(config.spec, config.proc)
+    if config.proc.get("terminal"):
+        from . import console  # noqa: F401 - before the container's mounts hide it
     paths = config.namespace_paths
     fds = namespaces.open_paths(paths)
     try:
@@ -327,6 +332,8 @@ def exec_child(channel: Channel, config: ExecConfig, seccomp_filter) -> None:
     sc.prctl(sc.PR_SET_DUMPABLE, 0)
     os.chdir("/")
     if proc.get("terminal"):
+        from . import console
+
         os.setsid()
         pty = console.open_pty(proc.get("consoleSize"))
         slave = pty.slave_path
