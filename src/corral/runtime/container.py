@@ -128,7 +128,7 @@ def create(root: str, container_id: str, options: CreateOptions,
             "owner": "",
             "annotations": spec.get("annotations") or {},
             "cgroups": cgroup.paths,
-        })
+        }, spec)
         state.save()
         if options.pid_file:
             write_pid_file(options.pid_file, pid)
@@ -165,9 +165,13 @@ def _remove(directory: str, cgroup: Cgroup | None) -> None:
     remove_dir(directory)
 
 
-def start(root: str, container_id: str) -> State:
-    """Release the init of a created container and return once it has exec'd."""
-    state = State.load(root, container_id)
+def start(root: str, container_id: str, state: State | None = None) -> State:
+    """Release the init of a created container and return once it has exec'd.
+
+    ``run`` passes the STATE that create returned.
+    """
+    if state is None:
+        state = State.load(root, container_id)
     status = state.status()
     if status != "created":
         if status == "stopped":
@@ -239,7 +243,7 @@ def run(root: str, container_id: str, options: CreateOptions, detach: bool,
     if relay is not None:
         relay.receive()
     try:
-        start(root, container_id)
+        start(root, container_id, state)
     except BaseException:
         _force_delete(root, container_id)
         raise
@@ -247,7 +251,7 @@ def run(root: str, container_id: str, options: CreateOptions, detach: bool,
         return 0
     status = wait_init(state.pid, relay)
     if not keep:
-        delete(root, container_id, force=True)
+        delete(root, container_id, force=True, state=state)
     return status
 
 
@@ -326,10 +330,10 @@ def kill(root: str, container_id: str, signal_text: str, all_processes: bool) ->
         raise FailedPrecondition("container not running") from None
 
 
-def delete(root: str, container_id: str, force: bool) -> None:
+def delete(root: str, container_id: str, force: bool, state: State | None = None) -> None:
     """Remove a stopped container (any, with force) and run poststop hooks."""
     try:
-        state = State.load(root, container_id)
+        state = state or State.load(root, container_id)
     except NotFound:
         # As runc: with force, a missing container is not an error, and a
         # directory left by a create that died early is removed.

@@ -65,11 +65,13 @@ def write_json(path: str, value: object) -> None:
 class State:
     """The record of one container, as kept in state.json."""
 
-    def __init__(self, root: str, container_id: str, record: dict) -> None:
+    def __init__(self, root: str, container_id: str, record: dict,
+                 spec: dict | None = None) -> None:
         self.root = root
         self.id = container_id
         self.dir = container_dir(root, container_id)
         self.record = record
+        self._spec = spec
 
     @classmethod
     def load(cls, root: str, container_id: str) -> State:
@@ -92,8 +94,10 @@ class State:
         return int(self.record.get("pid") or 0)
 
     def spec(self) -> dict:
-        with open(os.path.join(self.dir, "spec.json")) as f:
-            return json.loads(f.read())
+        if self._spec is None:
+            with open(os.path.join(self.dir, "spec.json")) as f:
+                self._spec = json.loads(f.read())
+        return self._spec
 
     def init_alive(self) -> bool:
         pid = self.pid
