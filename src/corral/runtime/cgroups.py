@@ -111,7 +111,7 @@ class Cgroup:
             relative = cgroups_path
             if not relative.startswith("/"):
                 relative = os.path.join(own.get(controller, "/"), relative)
-            relative = os.path.normpath("/" + relative)
+            relative = os.path.normpath("/" + relative.lstrip("/"))
             paths[controller] = mountpoint + relative
         return cls(paths)
 

@@ -1,0 +1,81 @@
+"""Checking config.json: each wrong field is named."""
+
+import copy
+
+import pytest
+
+from corral.oci.spec import default_spec
+from corral.runtime.errors import InvalidSpec, NotSupported
+from corral.runtime.spec import validate
+
+
+def spec():
+    return copy.deepcopy(default_spec(["sh"]))
+
+
+def test_default_spec_is_valid():
+    validate(spec())
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    (lambda s: s.pop("root"), "root"),
+    (lambda s: s["root"].update(path=3), "root.path"),
+    (lambda s: s.update(ociVersion=1), "ociVersion"),
+    (lambda s: s["process"].update(terminal="yes"), "process.terminal"),
+    (lambda s: s["process"]["user"].update(uid=-1), "process.user.uid"),
+    (lambda s: s["process"]["user"].update(uid=True), "process.user.uid"),
+    (lambda s: s["process"].update(rlimits=[{"type": "RLIMIT_NOFILE", "soft": 9,
+                                            "hard": 1}]), "process.rlimits[0]"),
+    (lambda s: s["process"].update(rlimits=[{"type": "RLIMIT_NOFILE", "soft": 1, "hard": 1},
+                                            {"type": "RLIMIT_NOFILE", "soft": 1,
+                                             "hard": 1}]), "process.rlimits[1].type"),
+    (lambda s: s["mounts"][0].update(options="ro"), "mounts[0].options"),
+    (lambda s: s["linux"]["namespaces"][0].update(path="relative"),
+     "linux.namespaces[0].path"),
+    (lambda s: s["linux"].update(uidMappings=[{"containerID": 0, "hostID": 1, "size": 1}]),
+     "linux.uidMappings"),
+    (lambda s: s["linux"]["namespaces"].append({"type": "user"}), "linux.uidMappings"),
+    (lambda s: s["linux"].update(sysctl={"net.ipv4/../x": "1"}), "linux.sysctl"),
+    (lambda s: s["linux"].update(devices=[{"path": "/etc/x", "type": "c", "major": 1,
+                                           "minor": 1}]), "linux.devices[0].path"),
+    (lambda s: s["linux"].update(devices=[{"path": "/dev/x", "type": "q"}]),
+     "linux.devices[0].type"),
+    (lambda s: s["linux"].update(rootfsPropagation="sideways"), "linux.rootfsPropagation"),
+    (lambda s: s["linux"].update(maskedPaths=["proc/kcore"]), "linux.maskedPaths[0]"),
+    (lambda s: s.update(hooks={"preStart": []}), "hooks.preStart"),
+    (lambda s: s.update(hooks={"poststop": [{"path": "/bin/x", "timeout": 0}]}),
+     "hooks.poststop[0].timeout"),
+    (lambda s: s.update(annotations={"k": 1}), "annotations.k"),
+    (lambda s: [ns for ns in s["linux"]["namespaces"] if ns["type"] == "uts"]
+     and s["linux"].update(namespaces=[n for n in s["linux"]["namespaces"]
+                                       if n["type"] != "uts"]), "hostname"),
+])
+def test_field_is_named(change, field):
+    value = spec()
+    change(value)
+    with pytest.raises(InvalidSpec) as info:
+        validate(value)
+    assert info.value.field.startswith(field), str(info.value)
+
+
+def test_overlapping_host_ranges():
+    value = spec()
+    value["linux"]["namespaces"].append({"type": "user"})
+    value["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 1000, "size": 10},
+                                     {"containerID": 100, "hostID": 1005, "size": 10}]
+    value["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 1000, "size": 10}]
+    with pytest.raises(InvalidSpec, match="hostID"):
+        validate(value)
+
+
+@pytest.mark.parametrize("change", [
+    lambda s: s["process"].update(apparmorProfile="x"),
+    lambda s: s["linux"].update(intelRdt={"closID": "x"}),
+    lambda s: s["mounts"][0].update(uidMappings=[{"containerID": 0, "hostID": 0,
+                                                  "size": 1}]),
+])
+def test_not_supported_is_said(change):
+    value = spec()
+    change(value)
+    with pytest.raises(NotSupported):
+        validate(value)
