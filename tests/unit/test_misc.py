@@ -73,3 +73,21 @@ def test_json_log_lines(tmp_path):
     assert [line["level"] for line in lines] == ["debug", "error"]
     assert lines[0]["msg"] == 'a "quoted"\nline'
     assert lines[1]["time"].endswith("Z")
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("5s", 5), ("500ms", 0.5), ("1m30s", 90), ("1h", 3600), ("0.25s", 0.25),
+])
+def test_durations(text, seconds):
+    from corral.runtime.cli import parse_duration
+
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("bad", ["5", "s", "-1s", "0s", "5x", ""])
+def test_bad_durations(bad):
+    from corral.runtime._args import UsageError
+    from corral.runtime.cli import parse_duration
+
+    with pytest.raises(UsageError):
+        parse_duration(bad)

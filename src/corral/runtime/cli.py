@@ -48,6 +48,7 @@ commands:
   pause       freeze every process of a container
   resume      thaw a paused container
   update      change the resources of a running container
+  events      print a container's statistics and OOM notices as JSON lines
   features    print the features this runtime supports, as JSON
 
 global flags:
@@ -407,6 +408,47 @@ def cmd_update(root: str, args: list[str]) -> int:
     return 0
 
 
+def parse_duration(text: str) -> float:
+    """Go's duration spelling, as runc takes it: 5s, 100ms, 1m30s."""
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    total, number = 0.0, ""
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if char.isdigit() or char == ".":
+            number += char
+            index += 1
+            continue
+        unit = "ms" if text.startswith("ms", index) else char
+        if unit not in units or not number:
+            raise UsageError(f"invalid duration {text!r} (for example 5s or 500ms)")
+        total += float(number) * units[unit]
+        number = ""
+        index += len(unit)
+    if number:
+        raise UsageError(f"invalid duration {text!r}: a unit is missing (5s, 500ms)")
+    if total <= 0:
+        raise UsageError(f"invalid duration {text!r}: must be positive")
+    return total
+
+
+def cmd_events(root: str, args: list[str]) -> int:
+    import json
+
+    from .events import events
+
+    values, positional = parse([Flag("stats"), Flag("interval", "str", "5s")], args,
+                               interspersed=True)
+
+    def emit(event: dict) -> None:
+        sys.stdout.write(json.dumps(event) + "\n")
+        sys.stdout.flush()
+
+    events(root, _one_id(positional, "events"), parse_duration(values["interval"]),
+           values["stats"], emit)
+    return 0
+
+
 def cmd_features(root: str, args: list[str]) -> int:
     import json
 
@@ -435,6 +477,7 @@ COMMANDS = {
     "resume": cmd_resume,
     "update": cmd_update,
     "features": cmd_features,
+    "events": cmd_events,
     "checkpoint": cmd_unsupported,
     "restore": cmd_unsupported,
 }
