@@ -79,3 +79,28 @@ def test_not_supported_is_said(change):
     change(value)
     with pytest.raises(NotSupported):
         validate(value)
+
+
+@pytest.mark.parametrize(("key", "drop", "message"), [
+    ("net.ipv4.ip_forward", "network", "network namespace"),
+    ("kernel.shmmax", "ipc", "ipc namespace"),
+    ("fs.mqueue.queues_max", "ipc", "ipc namespace"),
+    ("kernel.domainname", "uts", "uts namespace"),
+    ("vm.swappiness", None, "not namespaced"),
+    ("kernel.panic", None, "not namespaced"),
+])
+def test_sysctl_needs_its_namespace(key, drop, message):
+    value = spec()
+    value.pop("hostname")
+    value["linux"]["namespaces"] = [ns for ns in value["linux"]["namespaces"]
+                                    if ns["type"] != drop]
+    value["linux"]["sysctl"] = {key: "1"}
+    with pytest.raises(InvalidSpec, match=message):
+        validate(value)
+
+
+def test_namespaced_sysctls_pass():
+    value = spec()
+    value["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1", "kernel.shmmax": "1",
+                                "kernel.domainname": "x"}
+    validate(value)

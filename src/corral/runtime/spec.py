@@ -234,6 +234,7 @@ def _validate_linux(linux: dict[str, object], spec: Spec) -> None:
         _type(value, str, f"linux.sysctl.{key}")
         if "/" in key or ".." in key:
             raise InvalidSpec(f"linux.sysctl.{key}", "not a sysctl name")
+        _check_sysctl_namespace(key, seen)
     for key in ("maskedPaths", "readonlyPaths"):
         if _opt(linux, key, list, "linux") is not None:
             for index, path in enumerate(_strings(linux[key], f"linux.{key}")):
@@ -267,6 +268,27 @@ def _validate_linux(linux: dict[str, object], spec: Spec) -> None:
         if clock not in ("monotonic", "boottime"):
             raise InvalidSpec(f"linux.timeOffsets.{clock}", "unknown clock")
         _type(offset, dict, f"linux.timeOffsets.{clock}")
+
+
+# Sysctls that a namespace makes the container's own (the rest are the host's).
+_IPC_SYSCTLS = {"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
+                "kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"}
+_UTS_SYSCTLS = {"kernel.hostname", "kernel.domainname"}
+
+
+def _check_sysctl_namespace(key: str, namespaces: set[str]) -> None:
+    field = f"linux.sysctl.{key}"
+    if key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):
+        if "ipc" not in namespaces:
+            raise InvalidSpec(field, "needs an ipc namespace for the container")
+    elif key in _UTS_SYSCTLS:
+        if "uts" not in namespaces:
+            raise InvalidSpec(field, "needs a uts namespace for the container")
+    elif key.startswith("net."):
+        if "network" not in namespaces:
+            raise InvalidSpec(field, "needs a network namespace for the container")
+    else:
+        raise InvalidSpec(field, "is not namespaced: it would change the host")
 
 
 def _check_overlaps(entries: list, field: str) -> None:
