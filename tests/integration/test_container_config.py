@@ -313,3 +313,42 @@ def test_create_with_a_terminal_lets_go_of_the_callers_stdio(any_runtime, bundle
     assert creator.returncode == 0, err
     connection.close()
     server.close()
+
+
+def test_run_relays_a_terminal_without_console_socket(any_runtime, bundle_factory,
+                                                      container_id):
+    """run with process.terminal and no --console-socket relays the pty itself."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    bundle = bundle_factory(["sh", "-c", "tty; stty size; echo typed:; read x; echo got=$x"],
+                            terminal=True)
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(any_runtime.binary[0], [*any_runtime.cmd("run", "-b", str(bundle.path),
+                                                          container_id)])
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 90, 0, 0))
+    output, sent = b"", False
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.2)[0]:
+            try:
+                data = os.read(fd, 1024)
+            except OSError:
+                break
+            if not data:
+                break
+            output += data
+            if b"typed:" in output and not sent:
+                os.write(fd, b"hello\r")
+                sent = True
+    _, status = os.waitpid(pid, 0)
+    text = output.decode(errors="replace")
+    assert os.WEXITSTATUS(status) == 0, text
+    assert "/dev/pts/" in text
+    assert "30 90" in text
+    assert "got=hello" in text
