@@ -329,7 +329,7 @@ def test_run_relays_a_terminal_without_console_socket(any_runtime, bundle_factor
                             terminal=True)
     pid, fd = pty.fork()
     if pid == 0:
-        os.execv(any_runtime.binary[0], [*any_runtime.cmd("run", "-b", str(bundle.path),
+        os.execvp(any_runtime.binary[0], [*any_runtime.cmd("run", "-b", str(bundle.path),
                                                           container_id)])
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 90, 0, 0))
     output, sent = b"", False
