@@ -1,0 +1,1 @@
+"""A throwaway qemu guest with a pure cgroup v2 hierarchy (see vm.py)."""
