@@ -157,3 +157,19 @@ def test_update_bad_flag(corral, bundle_factory, container_id, bad):
     result = corral.run("update", bad, container_id)
     assert result.returncode != 0
     assert "not a number" in result.stderr
+
+
+def test_hugetlb_limit_on_the_hybrid_cgroup2(corral, bundle_factory, container_id):
+    import os
+
+    bundle = bundle_factory(["sleep", "30"])
+    bundle.spec["linux"]["cgroupsPath"] = f"/corral/{container_id}"
+    bundle.spec["linux"]["resources"]["hugepageLimits"] = [
+        {"pageSize": "2MB", "limit": 8 << 20}]
+    bundle.write()
+    corral.run("run", "-d", "-b", str(bundle.path), container_id, check=True)
+    unified = "/sys/fs/cgroup/unified"
+    if not os.path.isdir(unified):
+        pytest.skip("this host has no hybrid cgroup2 with hugetlb")
+    with open(f"{unified}/corral/{container_id}/hugetlb.2MB.max") as f:
+        assert f.read().strip() == str(8 << 20)

@@ -103,3 +103,38 @@ def test_this_machines_mounts_are_found():
     found = mounts()
     assert found, "no cgroup hierarchy mounted"
     assert all(path.startswith("/") for path in found.values())
+
+
+def test_blkio_throttles_v1(tmp_path):
+    (tmp_path / "blkio").mkdir()
+    for name in ("blkio.weight", "blkio.throttle.read_bps_device",
+                 "blkio.throttle.write_iops_device", "blkio.weight_device"):
+        (tmp_path / "blkio" / name).write_text("")
+    Cgroup({"blkio": str(tmp_path / "blkio")}).apply({"blockIO": {
+        "weight": 500,
+        "throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1048576}],
+        "throttleWriteIOPSDevice": [{"major": 8, "minor": 0, "rate": 100}],
+    }})
+    assert (tmp_path / "blkio" / "blkio.weight").read_text() == "500"
+    assert (tmp_path / "blkio" / "blkio.throttle.read_bps_device").read_text() == "8:0 1048576"
+    assert (tmp_path / "blkio" / "blkio.throttle.write_iops_device").read_text() == "8:0 100"
+
+
+def test_io_max_v2(tmp_path):
+    for name in ("io.weight", "io.max"):
+        (tmp_path / name).write_text("")
+    Cgroup({"": str(tmp_path)}).apply({"blockIO": {
+        "weight": 1000,
+        "throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 10}],
+        "throttleWriteBpsDevice": [{"major": 8, "minor": 0, "rate": 20}],
+    }})
+    assert (tmp_path / "io.weight").read_text() == "default 10000"
+    assert (tmp_path / "io.max").read_text() == "8:0 rbps=10 wbps=20"
+
+
+def test_hugetlb_on_a_hybrid_host_goes_to_cgroup2(tmp_path):
+    (tmp_path / "hugetlb.2MB.max").write_text("")
+    (tmp_path / "memory").mkdir()
+    Cgroup({"memory": str(tmp_path / "memory"), "": str(tmp_path)}).apply(
+        {"hugepageLimits": [{"pageSize": "2MB", "limit": 4194304}]})
+    assert (tmp_path / "hugetlb.2MB.max").read_text() == "4194304"

@@ -121,11 +121,13 @@ class Cgroup:
                 return path
         return None
 
-    def create(self) -> None:
+    def create(self, mounts_by_controller: dict[str, str] | None = None) -> None:
         for controllers, path in self.paths.items():
             os.makedirs(path, exist_ok=True)
             if "cpuset" in controllers.split(","):
                 _inherit_cpuset(path)
+        if V2 in self.paths and len(self.paths) == 1 and mounts_by_controller:
+            enable_controllers(mounts_by_controller[V2], self.paths[V2])
 
     def join(self, pid: int) -> None:
         for path in self.paths.values():
@@ -183,8 +185,40 @@ class Cgroup:
             return
         if V2 in self.paths and len(self.paths) == 1:
             _apply_v2(self.paths[V2], resources)
+            _apply_hugetlb(self, resources.get("hugepageLimits") or [])
             return
         _apply_v1(self, resources)
+
+
+def enable_controllers(mountpoint: str, path: str, only: set[str] | None = None) -> None:
+    """Enable the available controllers for PATH in cgroup2 (cgroups(7), v2).
+
+    A cgroup2 directory has a controller's files only if its parent lists
+    the controller in cgroup.subtree_control, and so on up to the root.
+    """
+    try:
+        with open(os.path.join(mountpoint, "cgroup.controllers")) as f:
+            available = set(f.read().split())
+    except OSError:
+        return
+    wanted = available & (only or available)
+    if not wanted:
+        return
+    relative = os.path.relpath(os.path.dirname(path), mountpoint)
+    parts = [] if relative == "." else relative.split("/")
+    directory = mountpoint
+    for part in [None, *parts]:
+        if part is not None:
+            directory = os.path.join(directory, part)
+        try:
+            with open(os.path.join(directory, "cgroup.subtree_control")) as f:
+                enabled = set(f.read().split())
+        except OSError:
+            return
+        missing = wanted - enabled
+        if missing:
+            _write(directory, "cgroup.subtree_control",
+                   " ".join(f"+{name}" for name in sorted(missing)))
 
 
 def _write(directory: str, name: str, value: str) -> None:
@@ -277,11 +311,9 @@ def _apply_v1(cgroup: Cgroup, resources: dict) -> None:
         _write(pids_dir, "pids.max", "max" if limit <= 0 else str(limit))
     blkio = resources.get("blockIO") or {}
     blkio_dir = cgroup.controller_dir("blkio")
-    if blkio.get("weight") and blkio_dir:
-        for name in ("blkio.weight", "blkio.bfq.weight"):
-            if os.path.exists(os.path.join(blkio_dir, name)):
-                _write(blkio_dir, name, str(blkio["weight"]))
-                break
+    if blkio and blkio_dir:
+        _apply_blkio_v1(blkio_dir, blkio)
+    _apply_hugetlb(cgroup, resources.get("hugepageLimits") or [])
     devices_dir = cgroup.controller_dir("devices")
     rules = resources.get("devices")
     if rules is not None and devices_dir:
@@ -290,6 +322,63 @@ def _apply_v1(cgroup: Cgroup, resources: dict) -> None:
             _write(devices_dir, name, device_rule(rule))
         for rule in _DEFAULT_DEVICE_RULES:
             _write(devices_dir, "devices.allow", rule)
+
+
+_THROTTLES = (
+    ("throttleReadBpsDevice", "blkio.throttle.read_bps_device", "rbps"),
+    ("throttleWriteBpsDevice", "blkio.throttle.write_bps_device", "wbps"),
+    ("throttleReadIOPSDevice", "blkio.throttle.read_iops_device", "riops"),
+    ("throttleWriteIOPSDevice", "blkio.throttle.write_iops_device", "wiops"),
+)
+
+
+def _apply_blkio_v1(directory: str, blkio: dict) -> None:
+    if blkio.get("weight"):
+        for name in ("blkio.weight", "blkio.bfq.weight"):
+            if os.path.exists(os.path.join(directory, name)):
+                _write(directory, name, str(blkio["weight"]))
+                break
+    for device in blkio.get("weightDevice") or []:
+        if device.get("weight"):
+            _write(directory, "blkio.weight_device",
+                   f"{device['major']}:{device['minor']} {device['weight']}")
+    for key, name, _ in _THROTTLES:
+        for device in blkio.get(key) or []:
+            _write(directory, name, f"{device['major']}:{device['minor']} {device['rate']}")
+
+
+def _apply_io_v2(path: str, blkio: dict) -> None:
+    if blkio.get("weight"):
+        # blkio weights run 10-1000, io.weight 1-10000 (as runc converts them).
+        weight = 1 + (blkio["weight"] - 10) * 9999 // 990
+        _write(path, "io.weight", f"default {weight}")
+    limits: dict[str, list[str]] = {}
+    for key, _, name in _THROTTLES:
+        for device in blkio.get(key) or []:
+            limits.setdefault(f"{device['major']}:{device['minor']}", []).append(
+                f"{name}={device['rate']}")
+    for device, values in limits.items():
+        _write(path, "io.max", f"{device} {' '.join(values)}")
+
+
+def _apply_hugetlb(cgroup: Cgroup, limits: list) -> None:
+    """Hugepage limits; on a hybrid host the hugetlb controller is in cgroup2."""
+    if not limits:
+        return
+    v1 = cgroup.controller_dir("hugetlb")
+    v2 = cgroup.paths.get(V2)
+    if v1 is None and v2 is not None:
+        mountpoint = mounts().get(V2)
+        if mountpoint:
+            enable_controllers(mountpoint, v2, {"hugetlb"})
+    for limit in limits:
+        size = limit["pageSize"]
+        if v1 is not None:
+            _write(v1, f"hugetlb.{size}.limit_in_bytes", str(limit["limit"]))
+        elif v2 is not None:
+            _write(v2, f"hugetlb.{size}.max", str(limit["limit"]))
+        else:
+            raise SetupError("linux.resources.hugepageLimits: no hugetlb controller")
 
 
 def _apply_v2(path: str, resources: dict) -> None:
@@ -318,6 +407,8 @@ def _apply_v2(path: str, resources: dict) -> None:
     if pids.get("limit") is not None:
         limit = pids["limit"]
         _write(path, "pids.max", "max" if limit <= 0 else str(limit))
+    if resources.get("blockIO"):
+        _apply_io_v2(path, resources["blockIO"])
     for key, value in (resources.get("unified") or {}).items():
         if "/" in key or key.startswith("."):
             raise SetupError(f"linux.resources.unified: {key!r} is not a cgroup file")

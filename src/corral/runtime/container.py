@@ -101,7 +101,7 @@ def create(root: str, container_id: str, options: CreateOptions,
         linux = spec.get("linux") or {}
         cgroup_mounts = mounts()
         cgroup = Cgroup.plan(linux.get("cgroupsPath"), container_id, cgroup_mounts)
-        cgroup.create()
+        cgroup.create(cgroup_mounts)
         cgroup.apply(linux.get("resources") or {})
         if spec["process"].get("terminal") and console_fd < 0:
             if not options.console_socket:
