@@ -101,8 +101,6 @@ def create(root: str, container_id: str, options: CreateOptions,
         linux = spec.get("linux") or {}
         cgroup_mounts = mounts()
         cgroup = Cgroup.plan(linux.get("cgroupsPath"), container_id, cgroup_mounts)
-        cgroup.create(cgroup_mounts)
-        cgroup.apply(linux.get("resources") or {})
         if spec["process"].get("terminal") and console_fd < 0:
             if not options.console_socket:
                 raise InvalidSpec(
@@ -116,7 +114,11 @@ def create(root: str, container_id: str, options: CreateOptions,
             preserve_fds=options.preserve_fds, cgroup_mounts=cgroup_mounts,
             cgroup_paths=cgroup.paths,
         )
-        pid = spawn_init(config, cgroup, spec)
+        def make_cgroup() -> None:
+            cgroup.create(cgroup_mounts)
+            cgroup.apply(linux.get("resources") or {})
+
+        pid = spawn_init(config, cgroup, spec, make_cgroup)
         state = State(root, container_id, {
             "ociVersion": spec["ociVersion"],
             "id": container_id,

@@ -62,12 +62,17 @@ def _receive(channel: Channel, stage: str) -> dict:
     return message
 
 
-def spawn_init(config: InitConfig, cgroup: Cgroup, spec: dict) -> int:
-    """Fork the container's init; return its pid once it waits for start."""
+def spawn_init(config: InitConfig, cgroup: Cgroup, spec: dict, make_cgroup) -> int:
+    """Fork the container's init; return its pid once it waits for start.
+
+    MAKE_CGROUP creates and limits the cgroup; it runs while stage 1 makes
+    the namespaces, since neither waits for the other until init is moved.
+    """
     pid, channel = _fork(stage1, config)
     init_pid = 0
     try:
         channel.send({"go": True})
+        make_cgroup()
         message = _receive(channel, "stage 1")
         if "userns" in message:
             namespaces.write_id_maps(pid, spec.get("linux") or {})
