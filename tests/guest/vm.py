@@ -114,6 +114,7 @@ mount -t tmpfs -o mode=1777 shm /dev/shm
 mount -t mqueue mqueue /dev/mqueue
 hostname corral-guest
 cd /
+: >/run/guest/started
 /bin/sh /run/guest/command </dev/null >/run/guest/output 2>&1
 echo $? >/run/guest/status
 {BUSYBOX} poweroff -f
@@ -250,6 +251,9 @@ def _fetch_kernel(destination: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="corral-guest-kernel-") as work:
         # apt's download sandbox user cannot write here; it falls back on root.
         result = _apt("download", package, cwd=work)
+        if result.returncode != 0:  # a package list older than the mirror
+            _apt("update", "-q")
+            result = _apt("download", package, cwd=work)
         debs = list(Path(work).glob("*.deb"))
         if result.returncode != 0 or not debs:
             raise GuestUnavailable(f"apt-get download {package} failed: {result.stderr.strip()}")
@@ -303,7 +307,8 @@ def image() -> Image:
     try:
         CACHE_DIR.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise GuestUnavailable(f"cannot make the guest cache '{CACHE_DIR}': {exc.strerror}")
+        raise GuestUnavailable(
+            f"cannot make the guest cache '{CACHE_DIR}': {exc.strerror}") from exc
     with open(CACHE_DIR / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         kernel_dir = CACHE_DIR / "kernel"
@@ -337,8 +342,8 @@ def image() -> Image:
 
 
 def _tsc_khz() -> str | None:
-    """The host's TSC rate for tsc_early_khz=: without it about a third of boots
-    hang after "Unable to calibrate against PIT" (microvm has no PIT to spare)."""
+    """The host's TSC rate, for tsc_early_khz=: without it about a third of the
+    boots hang after "Unable to calibrate against PIT"."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -373,10 +378,10 @@ def _qemu_command(built: Image, share: Path, console: Path, memory_mb: int,
 
 def _tail(path: Path, lines: int = 40) -> str:
     try:
-        text = path.read_text(errors="replace")
+        text = path.read_text(errors="replace").strip()
     except OSError:
-        return "(no console output)"
-    return "\n".join(text.splitlines()[-lines:])
+        text = ""
+    return "\n".join(text.splitlines()[-lines:]) or "(nothing)"
 
 
 class Run:
@@ -392,12 +397,38 @@ class Run:
         return iter((self.status, self.output))
 
 
-def run(command: str, *, timeout: float = 300, memory_mb: int = 1024,
-        cpus: int = 2) -> Run:
+def _boot(built: Image, share: Path, console: Path, memory_mb: int, cpus: int,
+          timeout: float, boot_timeout: float) -> bool:
+    """Run one guest to its end; False if it never reached the command."""
+    started = time.monotonic()
+    with open(console.with_suffix(".qemu"), "w") as qemu_log:
+        process = subprocess.Popen(_qemu_command(built, share, console, memory_mb, cpus),
+                                   stdin=subprocess.DEVNULL, stdout=qemu_log,
+                                   stderr=subprocess.STDOUT)
+    try:
+        while process.poll() is None:
+            elapsed = time.monotonic() - started
+            if not (share / "started").exists() and elapsed > boot_timeout:
+                return False
+            if elapsed > timeout:
+                raise GuestError(f"the guest did not finish within {timeout:.0f} s; "
+                                 f"its console:\n{_tail(console)}")
+            time.sleep(0.05)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return (share / "started").exists()
+
+
+def run(command: str, *, timeout: float = 300, boot_timeout: float = 60,
+        memory_mb: int = 1024, cpus: int = 2) -> Run:
     """Boot a fresh guest, run COMMAND there with /bin/sh, and power it off.
 
     Returns a ``Run``, which unpacks as ``(status, output)``: the command's
-    exit status and its stdout and stderr together. Raises GuestUnavailable
+    exit status and its stdout and stderr together. A guest that has not
+    reached the command after BOOT_TIMEOUT seconds (a rare hang early in the
+    kernel's boot) is killed and booted once more. Raises GuestUnavailable
     if no guest can be built here, GuestError if the guest does not report
     within TIMEOUT seconds (it is killed then).
     """
@@ -407,20 +438,20 @@ def run(command: str, *, timeout: float = 300, memory_mb: int = 1024,
         share.mkdir()
         (share / "command").write_text(command if command.endswith("\n") else command + "\n")
         console = Path(work) / "console.log"
-        started = time.monotonic()
-        try:
-            result = subprocess.run(_qemu_command(built, share, console, memory_mb, cpus),
-                                    stdin=subprocess.DEVNULL, capture_output=True,
-                                    text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise GuestError(f"the guest did not finish within {timeout:.0f} s; "
-                             f"its console:\n{_tail(console)}") from None
-        seconds = time.monotonic() - started
+        began = time.monotonic()
+        for attempt in range(2):
+            if _boot(built, share, console, memory_mb, cpus, timeout, boot_timeout):
+                break
+            if attempt == 1:
+                raise GuestError(f"the guest did not reach the command twice "
+                                 f"(qemu said: {_tail(console.with_suffix('.qemu'), 5)}); "
+                                 f"its console:\n{_tail(console)}")
+        seconds = time.monotonic() - began
         try:
             status = int((share / "status").read_text())
         except (OSError, ValueError):
-            raise GuestError(f"the guest reported no status ({QEMU} exited "
-                             f"{result.returncode}: {result.stderr.strip()}); "
+            raise GuestError(f"the guest reported no status (qemu said: "
+                             f"{_tail(console.with_suffix('.qemu'), 5)}); "
                              f"its console:\n{_tail(console)}") from None
         output = (share / "output").read_text(errors="replace")
         return Run(status, output, console.read_text(errors="replace"), seconds)
