@@ -255,9 +255,6 @@ def test_container_sees_its_own_cgroup(guest):
     assert guest["inside.pids.max"] == "64"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "corral bug: on cgroup v2 linux.resources.devices is not enforced (runc attaches "
-    "an eBPF device filter); the default deny-all rules are silently dropped"))
 def test_device_rules_are_enforced(guest):
     # The default spec denies every device but the standard few; /kmsg is
     # char 1:11, which runc refuses on v2 too, and corral on v1.
@@ -285,16 +282,10 @@ def test_pause_freezes_the_cgroup(guest):
     assert "frozen 1" in guest["paused.cgroup.events"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "corral bug: State.status() looks only for a v1 freezer.state, so a paused "
-    "container on cgroup v2 shows as running"))
 def test_paused_state_is_paused(guest):
     assert json.loads(guest.step("paused_state"))["status"] == "paused"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "corral bug: resume refuses a paused container on cgroup v2 ('cannot resume a "
-    "container that is running, not paused'), since its status reads running"))
 def test_resume_thaws_the_cgroup(guest):
     guest.step("resume")
     assert "frozen 0" in guest["resumed.cgroup.events"]

@@ -174,7 +174,13 @@ class Cgroup:
         v2 = self.paths.get(V2)
         if v2 is not None and os.path.exists(os.path.join(v2, "cgroup.freeze")):
             _write(v2, "cgroup.freeze", "1" if frozen else "0")
-            return
+            want = "frozen 1" if frozen else "frozen 0"
+            for _ in range(1000):
+                with open(os.path.join(v2, "cgroup.events")) as f:
+                    if want in f.read().splitlines():
+                        return
+                time.sleep(0.001)
+            raise SetupError(f"cgroup '{v2}' did not reach '{want}'")
         raise SetupError("pause needs the freezer cgroup controller, and it is not mounted")
 
     # -- resources ---------------------------------------------------------------
@@ -257,11 +263,13 @@ def _inherit_cpuset_from(path: str, name: str) -> None:
 
 
 # Devices every container needs, allowed whatever the device rules say (the
-# same list runc adds).
-_DEFAULT_DEVICE_RULES = [
-    "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
-    "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm",
-]  # fmt: skip
+# same list runc adds): null, zero, full, random, urandom, tty, console,
+# ptmx, and the pty slaves.
+DEFAULT_DEVICE_RULES = [
+    {"allow": True, "type": "c", "major": major, "minor": minor, "access": "rwm"}
+    for major, minor in ((1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2),
+                         (136, -1))
+]
 
 
 def device_rule(rule: dict) -> str:
@@ -320,8 +328,8 @@ def _apply_v1(cgroup: Cgroup, resources: dict) -> None:
         for rule in rules:
             name = "devices.allow" if rule.get("allow") else "devices.deny"
             _write(devices_dir, name, device_rule(rule))
-        for rule in _DEFAULT_DEVICE_RULES:
-            _write(devices_dir, "devices.allow", rule)
+        for rule in DEFAULT_DEVICE_RULES:
+            _write(devices_dir, "devices.allow", device_rule(rule))
 
 
 _THROTTLES = (
@@ -409,6 +417,10 @@ def _apply_v2(path: str, resources: dict) -> None:
         _write(path, "pids.max", "max" if limit <= 0 else str(limit))
     if resources.get("blockIO"):
         _apply_io_v2(path, resources["blockIO"])
+    if resources.get("devices") is not None:
+        from . import devices_bpf
+
+        devices_bpf.attach(path, [*resources["devices"], *DEFAULT_DEVICE_RULES])
     for key, value in (resources.get("unified") or {}).items():
         if "/" in key or key.startswith("."):
             raise SetupError(f"linux.resources.unified: {key!r} is not a cgroup file")

@@ -111,15 +111,21 @@ class State:
             return "stopped"
         if os.path.exists(os.path.join(self.dir, FIFO)):
             return "created"
-        freezer = self.record.get("cgroups", {}).get("freezer")
-        if freezer:
-            try:
+        return "paused" if self._frozen() else "running"
+
+    def _frozen(self) -> bool:
+        cgroups = self.record.get("cgroups") or {}
+        freezer = cgroups.get("freezer")
+        try:
+            if freezer:
                 with open(os.path.join(freezer, "freezer.state")) as f:
-                    if f.read().strip() in ("FROZEN", "FREEZING"):
-                        return "paused"
-            except OSError:
-                pass
-        return "running"
+                    return f.read().strip() in ("FROZEN", "FREEZING")
+            if "" in cgroups:  # cgroup v2
+                with open(os.path.join(cgroups[""], "cgroup.freeze")) as f:
+                    return f.read().strip() == "1"
+        except OSError:
+            pass
+        return False
 
     def oci_state(self, status: str | None = None) -> dict:
         """The state the spec defines, plus the fields runc adds."""
