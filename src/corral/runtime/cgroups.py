@@ -144,6 +144,13 @@ class Cgroup:
                     continue
         return []
 
+    def signal_all(self, signum: int) -> None:
+        for pid in self.pids():
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
     def destroy(self) -> None:
         """Remove every directory; a cgroup still busy is retried briefly."""
         for path in self.paths.values():
@@ -239,17 +246,11 @@ def _write(directory: str, name: str, value: str) -> None:
 def _inherit_cpuset(path: str) -> None:
     """A new v1 cpuset starts empty and takes no task until cpus and mems are set."""
     for name in ("cpuset.cpus", "cpuset.mems"):
-        file = os.path.join(path, name)
-        with open(file) as f:
-            if f.read().strip():
-                continue
-        parent = os.path.dirname(path)
-        _inherit_cpuset_from(parent, name)
-        with open(os.path.join(parent, name)) as f:
-            _write(path, name, f.read().strip())
+        _inherit_cpuset_file(path, name)
 
 
-def _inherit_cpuset_from(path: str, name: str) -> None:
+def _inherit_cpuset_file(path: str, name: str) -> None:
+    """Copy NAME down from the nearest ancestor that has it set."""
     file = os.path.join(path, name)
     if not os.path.exists(file):
         return
@@ -257,7 +258,7 @@ def _inherit_cpuset_from(path: str, name: str) -> None:
         if f.read().strip():
             return
     parent = os.path.dirname(path)
-    _inherit_cpuset_from(parent, name)
+    _inherit_cpuset_file(parent, name)
     with open(os.path.join(parent, name)) as f:
         _write(path, name, f.read().strip())
 

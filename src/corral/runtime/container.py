@@ -155,11 +155,7 @@ def _check_namespaces(spec: dict) -> None:
 
 def _remove(directory: str, cgroup: Cgroup | None) -> None:
     if cgroup is not None:
-        for pid in cgroup.pids():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        cgroup.signal_all(signal.SIGKILL)
         try:
             cgroup.destroy()
         except Error as exc:
@@ -353,11 +349,7 @@ def delete(root: str, container_id: str, force: bool, state: State | None = None
         _kill_all(state, cgroup, status == "paused")
     else:
         # Processes left behind in a shared pid namespace die with the container.
-        for pid in cgroup.pids():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        cgroup.signal_all(signal.SIGKILL)
     try:
         spec = state.spec()
     except (OSError, ValueError):
