@@ -61,7 +61,7 @@ def test_v2_resources(tmp_path):
         "cpu": {"shares": 1024, "quota": 20000, "period": 100000},
         "pids": {"limit": 0},
         "unified": {"io.weight": "default 200"},
-    })
+    }, updating=True)
     assert (tmp_path / "memory.max").read_text() == str(64 << 20)
     assert (tmp_path / "memory.swap.max").read_text() == str(32 << 20)
     assert (tmp_path / "cpu.weight").read_text() == "39"
@@ -72,7 +72,7 @@ def test_v2_resources(tmp_path):
 
 def test_v2_unified_key_must_be_a_file_name(tmp_path):
     with pytest.raises(SetupError, match="not a cgroup file"):
-        Cgroup({"": str(tmp_path)}).apply({"unified": {"../escape": "1"}})
+        Cgroup({"": str(tmp_path)}).apply({"unified": {"../escape": "1"}}, updating=True)
 
 
 def test_write_error_names_the_file(tmp_path):
@@ -127,7 +127,7 @@ def test_io_max_v2(tmp_path):
         "weight": 1000,
         "throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 10}],
         "throttleWriteBpsDevice": [{"major": 8, "minor": 0, "rate": 20}],
-    }})
+    }}, updating=True)
     assert (tmp_path / "io.weight").read_text() == "default 10000"
     assert (tmp_path / "io.max").read_text() == "8:0 rbps=10 wbps=20"
 

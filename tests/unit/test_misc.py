@@ -12,12 +12,13 @@ from corral.runtime.state import check_id
 from corral.runtime.update import parse_size
 
 
-@pytest.mark.parametrize("good", ["a", "abc-123_x.y", "x" * 1024])
+@pytest.mark.parametrize("good", ["a", "abc-123_x.y+z", "x" * 255])
 def test_good_ids(good):
     assert check_id(good) == good
 
 
-@pytest.mark.parametrize("bad", ["", ".", "..", "a/b", "a\0b", "x" * 1025])
+@pytest.mark.parametrize("bad", ["", ".", "..", "a/b", "a\0b", "x" * 256, "a b", "a\nb",
+                                 "\u00e9t\u00e9"])
 def test_bad_ids(bad):
     with pytest.raises(InvalidSpec):
         check_id(bad)
@@ -30,7 +31,7 @@ def test_signals(text, number):
     assert parse_signal(text) == number
 
 
-@pytest.mark.parametrize("bad", ["0", "-1", "999", "SIGFOO", "", "9x"])
+@pytest.mark.parametrize("bad", ["-1", "999", "SIGFOO", "", "9x", "\u0663"])
 def test_bad_signals(bad):
     with pytest.raises(InvalidSpec, match="unknown signal"):
         parse_signal(bad)

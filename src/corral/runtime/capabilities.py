@@ -64,7 +64,10 @@ class Plan:
         self.effective = _mask(capabilities.get("effective"), self.top)
         self.permitted = _mask(capabilities.get("permitted"), self.top)
         self.inheritable = _mask(capabilities.get("inheritable"), self.top)
-        self.ambient = _mask(capabilities.get("ambient"), self.top)
+        # The kernel refuses an ambient capability that is not both permitted
+        # and inheritable; runc leaves such ones out, and so do we.
+        self.ambient = (_mask(capabilities.get("ambient"), self.top)
+                        & self.permitted & self.inheritable)
 
     def drop_bounding(self) -> None:
         for number in range(self.top + 1):

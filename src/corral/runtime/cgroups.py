@@ -92,6 +92,9 @@ class Cgroup:
 
     def __init__(self, paths: dict[str, str]) -> None:
         self.paths = paths
+        # Set by create once the directories are known to be this
+        # container's: only then may a failed create kill and remove them.
+        self.claimed = False
 
     @classmethod
     def plan(cls, cgroups_path: str | None, container_id: str,
@@ -112,6 +115,9 @@ class Cgroup:
             if not relative.startswith("/"):
                 relative = os.path.join(own.get(controller, "/"), relative)
             relative = os.path.normpath("/" + relative.lstrip("/"))
+            if relative == "/":
+                raise SetupError(f"linux.cgroupsPath {cgroups_path!r} names the root cgroup, "
+                                 "which holds the host's processes")
             paths[controller] = mountpoint + relative
         return cls(paths)
 
@@ -122,6 +128,13 @@ class Cgroup:
         return None
 
     def create(self, mounts_by_controller: dict[str, str] | None = None) -> None:
+        """Make the directories; refuse a cgroup that processes already use."""
+        for path in self.paths.values():
+            busy = _procs(path)
+            if busy:
+                raise SetupError(f"linux.cgroupsPath: cgroup '{path}' is in use by "
+                                 f"{len(busy)} process(es); give the container its own")
+        self.claimed = True
         for controllers, path in self.paths.items():
             os.makedirs(path, exist_ok=True)
             if "cpuset" in controllers.split(","):
@@ -192,15 +205,22 @@ class Cgroup:
 
     # -- resources ---------------------------------------------------------------
 
-    def apply(self, resources: dict) -> None:
-        """Write linux.resources into the cgroup (v1 files, or v2 where unified)."""
-        if not resources:
-            return
+    def apply(self, resources: dict, updating: bool = False) -> None:
+        """Write linux.resources into the cgroup (v1 files, or v2 where unified).
+
+        At create the device rules are always written (deny all but the
+        defaults, when the spec has none); an update leaves them alone unless
+        it has some.
+        """
+        devices = not updating or resources.get("devices") is not None
+        if resources.get("unified") and not (V2 in self.paths and len(self.paths) == 1):
+            raise SetupError("linux.resources.unified: needs a cgroup v2 host; this one "
+                             "has cgroup v1 controllers")
         if V2 in self.paths and len(self.paths) == 1:
-            _apply_v2(self.paths[V2], resources)
+            _apply_v2(self.paths[V2], resources, devices)
             _apply_hugetlb(self, resources.get("hugepageLimits") or [])
             return
-        _apply_v1(self, resources)
+        _apply_v1(self, resources, devices)
 
 
 def enable_controllers(mountpoint: str, path: str, only: set[str] | None = None) -> None:
@@ -232,6 +252,14 @@ def enable_controllers(mountpoint: str, path: str, only: set[str] | None = None)
         if missing:
             _write(directory, "cgroup.subtree_control",
                    " ".join(f"+{name}" for name in sorted(missing)))
+
+
+def _procs(path: str) -> list[int]:
+    try:
+        with open(os.path.join(path, "cgroup.procs")) as f:
+            return [int(line) for line in f if line.strip()]
+    except OSError:
+        return []
 
 
 def _write(directory: str, name: str, value: str) -> None:
@@ -273,6 +301,15 @@ DEFAULT_DEVICE_RULES = [
 ]
 
 
+def device_rules(resources: dict) -> list[dict]:
+    """The rules to apply: deny all, the spec's, then the devices every container needs.
+
+    A spec without device rules gets no device but the defaults, as with runc.
+    """
+    return [{"allow": False, "access": "rwm"}, *(resources.get("devices") or []),
+            *DEFAULT_DEVICE_RULES]
+
+
 def device_rule(rule: dict) -> str:
     kind = rule.get("type") or "a"
     major = rule.get("major")
@@ -284,7 +321,7 @@ def device_rule(rule: dict) -> str:
     return f"{kind} {major_text}:{minor_text} {rule.get('access') or 'rwm'}"
 
 
-def _apply_v1(cgroup: Cgroup, resources: dict) -> None:
+def _apply_v1(cgroup: Cgroup, resources: dict, devices: bool) -> None:
     memory = resources.get("memory") or {}
     mem_dir = cgroup.controller_dir("memory")
     if memory and mem_dir:
@@ -324,13 +361,10 @@ def _apply_v1(cgroup: Cgroup, resources: dict) -> None:
         _apply_blkio_v1(blkio_dir, blkio)
     _apply_hugetlb(cgroup, resources.get("hugepageLimits") or [])
     devices_dir = cgroup.controller_dir("devices")
-    rules = resources.get("devices")
-    if rules is not None and devices_dir:
-        for rule in rules:
+    if devices_dir and devices:
+        for rule in device_rules(resources):
             name = "devices.allow" if rule.get("allow") else "devices.deny"
             _write(devices_dir, name, device_rule(rule))
-        for rule in DEFAULT_DEVICE_RULES:
-            _write(devices_dir, "devices.allow", device_rule(rule))
 
 
 _THROTTLES = (
@@ -390,7 +424,7 @@ def _apply_hugetlb(cgroup: Cgroup, limits: list) -> None:
             raise SetupError("linux.resources.hugepageLimits: no hugetlb controller")
 
 
-def _apply_v2(path: str, resources: dict) -> None:
+def _apply_v2(path: str, resources: dict, devices: bool) -> None:
     memory = resources.get("memory") or {}
     if memory.get("limit") is not None:
         _write(path, "memory.max", "max" if memory["limit"] < 0 else str(memory["limit"]))
@@ -418,10 +452,10 @@ def _apply_v2(path: str, resources: dict) -> None:
         _write(path, "pids.max", "max" if limit <= 0 else str(limit))
     if resources.get("blockIO"):
         _apply_io_v2(path, resources["blockIO"])
-    if resources.get("devices") is not None:
+    if devices:
         from . import devices_bpf
 
-        devices_bpf.attach(path, [*resources["devices"], *DEFAULT_DEVICE_RULES])
+        devices_bpf.attach(path, device_rules(resources))
     for key, value in (resources.get("unified") or {}).items():
         if "/" in key or key.startswith("."):
             raise SetupError(f"linux.resources.unified: {key!r} is not a cgroup file")

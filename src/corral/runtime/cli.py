@@ -84,6 +84,12 @@ def main(argv: list[str]) -> int:
     if options["log_format"] not in ("text", "json"):
         sys.stderr.write(f"corral-runtime: unknown log format {options['log_format']!r}\n")
         return 2
+    if options["log"]:
+        try:
+            os.close(os.open(options["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+        except OSError as exc:
+            sys.stderr.write(f"corral-runtime: --log '{options['log']}': {exc.strerror}\n")
+            return 1
     log.configure(options["log"], options["log_format"], options["debug"])
     command, args = rest[0], rest[1:]
     handler = COMMANDS.get(command)
@@ -142,6 +148,8 @@ _CREATE_FLAGS = [
 def _create_options(values: dict):
     from .container import CreateOptions
 
+    if values["pidfd_socket"]:
+        raise NotSupported("--pidfd-socket", "not supported by corral-runtime")
     return CreateOptions(
         bundle=values["bundle"], pid_file=values["pid_file"] or None,
         console_socket=values["console_socket"] or None, no_pivot=values["no_pivot"],
@@ -296,6 +304,10 @@ def cmd_exec(root: str, args: list[str]) -> int:
     from .state import State
 
     values, positional = parse(_EXEC_FLAGS, args)
+    for flag in ("apparmor", "process_label", "pidfd_socket", "cgroup"):
+        if values[flag]:
+            raise NotSupported(f"exec --{flag.replace('_', '-')}",
+                               "not supported by corral-runtime")
     if not positional:
         raise UsageError("exec takes a container id and, without --process, a command")
     container_id = positional[0]
@@ -404,6 +416,11 @@ def cmd_update(root: str, args: list[str]) -> int:
         Flag("mem-bw-schema", "str", ""),
     ]
     values, positional = parse(flags, args, interspersed=True)
+    for flag in ("kernel_memory", "kernel_memory_tcp", "cpu_rt_period", "cpu_rt_runtime",
+                 "l3_cache_schema", "mem_bw_schema"):
+        if values[flag]:
+            raise NotSupported(f"update --{flag.replace('_', '-')}",
+                               "not supported by corral-runtime")
     update(root, _one_id(positional, "update"), values)
     return 0
 

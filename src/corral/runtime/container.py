@@ -17,7 +17,14 @@ from corral import _syscalls as sc
 
 from . import hooks, log
 from .cgroups import Cgroup, mounts
-from .errors import Error, FailedPrecondition, InvalidSpec, NotFound, SetupError
+from .errors import (
+    CorruptState,
+    Error,
+    FailedPrecondition,
+    InvalidSpec,
+    NotFound,
+    SetupError,
+)
 from .init import ExecConfig, InitConfig
 from .launch import check_preserved, namespace_paths, spawn_exec, spawn_init
 from .spec import load_bundle, rootfs_path
@@ -154,7 +161,7 @@ def _check_namespaces(spec: dict) -> None:
 
 
 def _remove(directory: str, cgroup: Cgroup | None) -> None:
-    if cgroup is not None:
+    if cgroup is not None and cgroup.claimed:
         cgroup.signal_all(signal.SIGKILL)
         try:
             cgroup.destroy()
@@ -293,9 +300,9 @@ def _force_delete(root: str, container_id: str) -> None:
 def parse_signal(text: str) -> int:
     import _signal
 
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         number = int(text)
-        if 0 < number < 65:
+        if 0 <= number < 65:
             return number
     else:
         name = text.upper()
@@ -332,6 +339,12 @@ def delete(root: str, container_id: str, force: bool, state: State | None = None
     """Remove a stopped container (any, with force) and run poststop hooks."""
     try:
         state = state or State.load(root, container_id)
+    except CorruptState:
+        if not force:
+            raise
+        log.warning(f"removing the unreadable state of {container_id}")
+        remove_dir(container_dir(root, container_id))
+        return
     except NotFound:
         # As runc: with force, a missing container is not an error, and a
         # directory left by a create that died early is removed.
@@ -345,19 +358,14 @@ def delete(root: str, container_id: str, force: bool, state: State | None = None
             f"cannot delete container {container_id} that is not stopped: {status}"
         )
     cgroup = Cgroup(state.record.get("cgroups") or {})
-    if status != "stopped":
-        _kill_all(state, cgroup, status == "paused")
-    else:
-        # Processes left behind in a shared pid namespace die with the container.
-        cgroup.signal_all(signal.SIGKILL)
+    # Processes left behind in a shared pid namespace die with the container.
+    _kill_all(state, cgroup)
     try:
         spec = state.spec()
     except (OSError, ValueError):
         spec = {}
-    try:
-        cgroup.destroy()
-    except Error as exc:
-        log.warning(str(exc))
+    # A cgroup that cannot be removed keeps the state, so delete can be retried.
+    cgroup.destroy()
     remove_dir(state.dir)
     try:
         hooks.run_all(spec, "poststop", state.oci_state("stopped"))
@@ -365,23 +373,30 @@ def delete(root: str, container_id: str, force: bool, state: State | None = None
         log.warning(f"poststop: {exc}")
 
 
-def _kill_all(state: State, cgroup: Cgroup, paused: bool) -> None:
-    pids = set(cgroup.pids())
-    pids.add(state.pid)
-    for pid in pids:
+def _kill_all(state: State, cgroup: Cgroup) -> None:
+    """SIGKILL init and every process of the cgroup, until none is left.
+
+    Without a pid namespace of its own, a container's processes do not die
+    with its init, and one that forks can outrun a kill loop; so the cgroup
+    is frozen while we kill (a frozen task dies once thawed), as runc does.
+    """
+    try:
+        os.kill(state.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if not cgroup.pids() and not state.init_alive():
+            return
         try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
+            cgroup.freeze(True)
+        except Error:
             pass
-    if paused:
+        cgroup.signal_all(signal.SIGKILL)
         try:
             cgroup.freeze(False)
         except Error:
             pass
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if not state.init_alive() and not cgroup.pids():
-            break
         try:
             os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
@@ -453,7 +468,11 @@ def exec_process(root: str, container_id: str, options: ExecOptions) -> int:
     if relay is not None:
         relay.receive()
     if options.pid_file:
-        write_pid_file(options.pid_file, pid)
+        try:
+            write_pid_file(options.pid_file, pid)
+        except OSError:
+            os.kill(pid, signal.SIGKILL)  # a process nobody could find again
+            raise
     if options.detach:
         return 0
     return wait_init(pid, relay)

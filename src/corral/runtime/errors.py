@@ -9,7 +9,8 @@ The hierarchy::
      ├── AlreadyExists        the id is taken
      ├── FailedPrecondition   the container is in the wrong state for the verb
      ├── HookError            a hook failed or timed out
-     └── SetupError           building the container failed (a syscall, a path)
+     ├── SetupError           building the container failed (a syscall, a path)
+     └── CorruptState         a state.json that cannot be read
 
 Messages are lowercase with no trailing period. Some phrases are matched by
 containerd and must not change: ``does not exist`` and ``container not
@@ -59,3 +60,12 @@ class HookError(Error):
 
 class SetupError(Error):
     pass
+
+
+class CorruptState(Error):
+    def __init__(self, container_id: str, path: str) -> None:
+        super().__init__(
+            f"state of container \"{container_id}\" is unreadable: '{path}' is not "
+            "valid JSON; `delete --force` removes the record (not the processes)"
+        )
+        self.container_id = container_id

@@ -25,6 +25,7 @@ parent's Python code.
 
 from __future__ import annotations
 
+import _signal
 import os
 
 from corral import _json as json
@@ -242,6 +243,12 @@ def wait_for_start(config: InitConfig, spec: dict, proc: dict, executable: str,
     and let execve close it: ``start`` reads to end of file, so anything else
     it reads is our error message.
     """
+    # As pid 1 we would ignore every signal without a handler, even from the
+    # host: give the usual terminating ones a handler, so that `kill` of a
+    # created container ends it. execve resets them to the defaults.
+    for signum in (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP, _signal.SIGQUIT,
+                   _signal.SIGUSR1, _signal.SIGUSR2):
+        _signal.signal(signum, _exit_on_signal)
     try:
         fifo = os.open(FIFO, os.O_WRONLY | os.O_CLOEXEC, dir_fd=config.state_dir_fd)
     except OSError as exc:
@@ -258,6 +265,10 @@ def wait_for_start(config: InitConfig, spec: dict, proc: dict, executable: str,
     except BaseException as exc:  # noqa: BLE001 - reported to start
         os.write(fifo, describe(exc).encode(errors="replace"))
         os._exit(127)
+
+
+def _exit_on_signal(signum: int, frame) -> None:
+    os._exit(128 + signum)
 
 
 def finish_process(proc: dict, in_userns: bool, preserve_fds: int,

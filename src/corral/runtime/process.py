@@ -9,6 +9,7 @@ seccomp the filter applies to us too.
 
 from __future__ import annotations
 
+import _signal
 import os
 import resource
 
@@ -103,11 +104,10 @@ def become_user(process: dict, in_userns: bool) -> None:
     """Switch to process.user, keeping the capabilities the spec asks for."""
     user = process.get("user") or {}
     uid, gid = user.get("uid", 0), user.get("gid", 0)
-    caps = process.get("capabilities")
-    plan = capabilities.Plan(caps) if caps is not None else None
-    if plan is not None:
-        plan.drop_bounding()
-        sc.prctl(sc.PR_SET_KEEPCAPS, 1)
+    # No capabilities object means no capabilities, as with runc.
+    plan = capabilities.Plan(process.get("capabilities") or {})
+    plan.drop_bounding()
+    sc.prctl(sc.PR_SET_KEEPCAPS, 1)
     try:
         groups = list(user.get("additionalGids") or [])
         if not in_userns or _setgroups_allowed():
@@ -116,12 +116,11 @@ def become_user(process: dict, in_userns: bool) -> None:
         os.setresuid(uid, uid, uid)
     except OSError as exc:
         raise SetupError(f"switch to user {uid}:{gid}: {exc.strerror}") from exc
-    if plan is not None:
-        sc.prctl(sc.PR_SET_KEEPCAPS, 0)
-        try:
-            plan.apply()
-        except OSError as exc:
-            raise SetupError(f"set capabilities: {exc.strerror}") from exc
+    sc.prctl(sc.PR_SET_KEEPCAPS, 0)
+    try:
+        plan.apply()
+    except OSError as exc:
+        raise SetupError(f"set capabilities: {exc.strerror}") from exc
     umask = user.get("umask")
     os.umask(0o022 if umask is None else umask)
 
@@ -142,4 +141,8 @@ def no_new_privileges(process: dict) -> None:
 def exec_process(process: dict, executable: str, env: dict[str, str]) -> None:
     if "HOME" not in env:
         env["HOME"] = home_of((process.get("user") or {}).get("uid", 0))
+    # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored
+    # across execve: give the container the defaults.
+    for signum in (_signal.SIGPIPE, _signal.SIGXFSZ):
+        _signal.signal(signum, _signal.SIG_DFL)
     os.execve(executable, process["args"], env)

@@ -167,11 +167,26 @@ def _validate_process(process: object, field: str) -> None:
         raise NotSupported(f"{field}.selinuxLabel", "SELinux is not supported")
 
 
+# Files under /proc that may be bind-mounted over (as lxcfs does); nothing
+# else under /proc may be covered, or the masks there could be undone.
+_PROC_BINDABLE = {"/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat",
+                  "/proc/swaps", "/proc/uptime", "/proc/loadavg", "/proc/slabinfo",
+                  "/proc/net/dev", "/proc/sys/kernel/ns_last_pid"}
+
+
 def _validate_mount(mount: object, field: str) -> None:
     _type(mount, dict, field)
     dest = _type(mount.get("destination"), str, f"{field}.destination")
     if not dest.startswith("/"):
         raise InvalidSpec(f"{field}.destination", f"{dest!r} must be an absolute path")
+    clean = os.path.normpath(dest)
+    if clean == "/":
+        raise InvalidSpec(f"{field}.destination", "cannot mount over the root")
+    if clean == "/proc" and mount.get("type") != "proc":
+        raise InvalidSpec(f"{field}.destination", "/proc must be a proc mount")
+    if clean.startswith("/proc/") and clean not in _PROC_BINDABLE:
+        raise InvalidSpec(f"{field}.destination",
+                          f"{dest!r} is inside /proc, where only a few files may be covered")
     _opt(mount, "type", str, field)
     _opt(mount, "source", str, field)
     if _opt(mount, "options", list, field) is not None:

@@ -19,21 +19,30 @@ import time
 
 from corral import _json as json
 
-from .errors import InvalidSpec, NotFound
+from .errors import CorruptState, InvalidSpec, NotFound
 
 DEFAULT_ROOT = "/run/corral-runtime"
 FIFO = "exec.fifo"
 
 
+_ID_CHARACTERS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-."
+)
+
+
 def check_id(container_id: str) -> str:
+    """An id is what runc takes: ASCII letters, digits and _+-. , up to 255."""
     if (
         not container_id
         or container_id in (".", "..")
-        or "/" in container_id
-        or "\0" in container_id
-        or len(container_id) > 1024
+        or len(container_id) > 255
+        or not _ID_CHARACTERS.issuperset(container_id)
     ):
-        raise InvalidSpec("container id", f"{container_id!r} is not a valid id")
+        raise InvalidSpec(
+            "container id",
+            f"{container_id!r} is not a valid id (use letters, digits and _+-., "
+            "at most 255)",
+        )
     return container_id
 
 
@@ -79,11 +88,10 @@ class State:
         try:
             with open(path) as f:
                 record = json.loads(f.read())
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise NotFound(container_id) from None
         except ValueError:
-            # A record cut short by a crash between mkdir and the first write.
-            record = {"id": container_id, "pid": 0, "bundle": "", "created": ""}
+            raise CorruptState(container_id, path) from None
         return cls(root, container_id, record)
 
     def save(self) -> None:
@@ -151,9 +159,11 @@ def list_states(root: str) -> list[State]:
         return []
     states = []
     for name in names:
+        if not os.path.isdir(os.path.join(root, name)):
+            continue
         try:
             states.append(State.load(root, name))
-        except (NotFound, InvalidSpec):
+        except (NotFound, InvalidSpec, CorruptState):
             continue
     return states
 

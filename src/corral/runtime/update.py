@@ -74,4 +74,4 @@ def update(root: str, container_id: str, values: dict) -> None:
     if state.status() == "stopped":
         raise FailedPrecondition("container not running")
     resources = resources_from(values)
-    Cgroup(state.record.get("cgroups") or {}).apply(resources)
+    Cgroup(state.record.get("cgroups") or {}).apply(resources, updating=True)
