@@ -293,12 +293,12 @@ def _inherit_cpuset_file(path: str, name: str) -> None:
 
 # Devices every container needs, allowed whatever the device rules say (the
 # same list runc adds): null, zero, full, random, urandom, tty, console,
-# ptmx, and the pty slaves.
+# ptmx, and the pty slaves; and mknod of any node, which grants no access.
 DEFAULT_DEVICE_RULES = [
     {"allow": True, "type": "c", "major": major, "minor": minor, "access": "rwm"}
     for major, minor in ((1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2),
                          (136, -1))
-]
+] + [{"allow": True, "type": kind, "access": "m"} for kind in ("c", "b")]
 
 
 def device_rules(resources: dict) -> list[dict]:

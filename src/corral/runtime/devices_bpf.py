@@ -116,14 +116,17 @@ def attach(cgroup_dir: str, rules: list[dict]) -> None:
     code = program(rules)
     insns = ctypes.create_string_buffer(code, len(code))
     license_text = ctypes.create_string_buffer(b"Apache")
-    log = ctypes.create_string_buffer(4096)
     attr = _LoadAttr(_BPF_PROG_TYPE_CGROUP_DEVICE, len(code) // 8,
-                     ctypes.addressof(insns), ctypes.addressof(license_text),
-                     1, len(log), ctypes.addressof(log))
+                     ctypes.addressof(insns), ctypes.addressof(license_text))
     prog_fd = libc.syscall(number, _BPF_PROG_LOAD, ctypes.byref(attr), ctypes.sizeof(attr))
     if prog_fd < 0:
+        # Load again with the verifier's log, to say why.
+        log = ctypes.create_string_buffer(1 << 20)
+        attr.log_level, attr.log_size, attr.log_buf = 1, len(log), ctypes.addressof(log)
+        libc.syscall(number, _BPF_PROG_LOAD, ctypes.byref(attr), ctypes.sizeof(attr))
         err = ctypes.get_errno()
-        detail = log.value.decode(errors="replace").strip()
+        detail = log.value.decode(errors="replace").strip().splitlines()[-1:]
+        detail = detail[0] if detail else ""
         raise SetupError(f"linux.resources.devices: load the eBPF device program: "
                          f"{os.strerror(err)}{': ' + detail if detail else ''}")
     try:
