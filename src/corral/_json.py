@@ -47,7 +47,7 @@ def loads(text: str | bytes) -> object:
         # Bad input is rare and not on the fast path: let json say what is wrong.
         import json
 
-        return json.loads(text)
+        return json.loads(text, parse_constant=_constant)
     return value
 
 

@@ -104,3 +104,48 @@ def test_namespaced_sysctls_pass():
     value["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1", "kernel.shmmax": "1",
                                 "kernel.domainname": "x"}
     validate(value)
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    (lambda s: s["process"]["user"].update(uid=1 << 40), "process.user.uid"),
+    (lambda s: s["process"].update(rlimits=[{"type": "RLIMIT_NOFILE", "soft": 1 << 70,
+                                            "hard": 1 << 70}]), "process.rlimits[0].soft"),
+    (lambda s: s["process"].update(env=["A=\0"]), "process.env[0]"),
+    (lambda s: s["process"]["user"].update(additionalGids=[-1]),
+     "process.user.additionalGids[0]"),
+    (lambda s: s["linux"]["resources"].update(pids={"limit": "10"}),
+     "linux.resources.pids.limit"),
+    (lambda s: s["linux"]["resources"].update(cpu={"cpus": 5}), "linux.resources.cpu.cpus"),
+    (lambda s: s["linux"]["resources"].update(devices="all"), "linux.resources.devices"),
+    (lambda s: s["linux"]["resources"]["devices"][0].update(access="rwx"),
+     "linux.resources.devices[0].access"),
+    (lambda s: s["linux"].update(devices=[{"path": "/dev/x", "type": "c", "major": -1,
+                                           "minor": 1}]), "linux.devices[0].major"),
+    (lambda s: s["linux"].update(devices=[{"path": "/dev/x", "type": "c", "major": 1,
+                                           "minor": 1, "fileMode": "rw"}]),
+     "linux.devices[0].fileMode"),
+    (lambda s: s["linux"].update(seccomp={"defaultAction": "SCMP_ACT_ALLOW",
+                                          "syscalls": "x"}), "linux.seccomp.syscalls"),
+    (lambda s: s["linux"].update(timeOffsets={"monotonic": {"secs": "x"}}),
+     "linux.timeOffsets.monotonic.secs"),
+    (lambda s: s.update(hooks={"prestart": [{"path": "/x", "env": ["NOEQ"]}]}),
+     "hooks.prestart[0].env[0]"),
+    (lambda s: s["mounts"].append({"destination": "/proc/sys", "type": "bind",
+                                   "source": "/proc/sys"}), "mounts[7].destination"),
+])
+def test_more_fields_are_named(change, field):
+    value = spec()
+    change(value)
+    with pytest.raises(InvalidSpec) as info:
+        validate(value)
+    assert info.value.field.startswith(field), str(info.value)
+
+
+def test_nan_and_deep_nesting_are_invalid_json(tmp_path):
+    from corral.runtime.spec import load_bundle
+
+    (tmp_path / "rootfs").mkdir()
+    for text in ('{"ociVersion": NaN}', "[" * 100000):
+        (tmp_path / "config.json").write_text(text)
+        with pytest.raises(InvalidSpec, match="config.json"):
+            load_bundle(str(tmp_path))

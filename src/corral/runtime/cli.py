@@ -114,6 +114,8 @@ def main(argv: list[str]) -> int:
         return _fail(f"{command}: {exc.strerror or exc}{where}")
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback
+        return _fail(f"{command}: internal error: {type(exc).__name__}: {exc}")
     finally:
         if warm_pid:
             try:
@@ -262,8 +264,11 @@ def cmd_ps(root: str, args: list[str]) -> int:
     import subprocess
 
     ps_args = positional[1:] or ["-ef"]
-    output = subprocess.run(["ps", *ps_args], check=True, stdout=subprocess.PIPE,
-                            text=True).stdout.splitlines()
+    result = subprocess.run(["ps", *ps_args], capture_output=True,
+                            text=True)
+    if result.returncode != 0:
+        raise UsageError(f"ps {' '.join(ps_args)}: {result.stderr.strip()}")
+    output = result.stdout.splitlines() or [""]
     header = output[0].split()
     column = header.index("PID") if "PID" in header else 1
     wanted = {str(pid) for pid in pids}
@@ -340,9 +345,11 @@ def cmd_exec(root: str, args: list[str]) -> int:
             raise UsageError(f"--user {values['user']!r}: want UID[:GID]") from None
         proc["user"] = {**(proc.get("user") or {}), **user}
     if values["additional_gids"]:
-        proc.setdefault("user", {})["additionalGids"] = [
-            int(g) for g in values["additional_gids"]
-        ]
+        try:
+            gids = [int(g) for g in values["additional_gids"]]
+        except ValueError:
+            raise UsageError("--additional-gids takes numeric gids") from None
+        proc.setdefault("user", {})["additionalGids"] = gids
     if values["no_new_privs"]:
         proc["noNewPrivileges"] = True
     if values["cap"]:

@@ -61,8 +61,11 @@ def home_of(uid: int) -> str:
 
 def set_rlimits(process: dict) -> None:
     for rlimit in process.get("rlimits") or []:
+        # The spec's "unlimited" is 2**64-1; Python's is RLIM_INFINITY.
+        soft, hard = (resource.RLIM_INFINITY if value >= 1 << 63 else value
+                      for value in (rlimit["soft"], rlimit["hard"]))
         try:
-            resource.setrlimit(RLIMITS[rlimit["type"]], (rlimit["soft"], rlimit["hard"]))
+            resource.setrlimit(RLIMITS[rlimit["type"]], (soft, hard))
         except (OSError, ValueError) as exc:
             raise SetupError(
                 f"setrlimit {rlimit['type']} soft={rlimit['soft']} hard={rlimit['hard']}: "

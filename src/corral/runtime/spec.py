@@ -35,6 +35,8 @@ def load_bundle(bundle: str) -> Spec:
         spec = json.loads(raw)
     except ValueError as exc:
         raise InvalidSpec("config.json", f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidSpec("config.json", "nested too deeply to be a runtime spec") from None
     validate(spec)
     rootfs = rootfs_path(bundle, spec)
     if not os.path.isdir(rootfs):
@@ -67,8 +69,25 @@ def _opt(obj: dict[str, object], key: str, kind: type, field: str) -> object:
 def _strings(value: object, field: str) -> list[str]:
     _type(value, list, field)
     for index, item in enumerate(value):
-        _type(item, str, f"{field}[{index}]")
+        if "\0" in _type(item, str, f"{field}[{index}]"):
+            raise InvalidSpec(f"{field}[{index}]", "contains a NUL byte")
     return value
+
+
+_U32 = (1 << 32) - 1
+_U64 = (1 << 64) - 1
+
+
+def _int_in(value: object, low: int, high: int, field: str) -> int:
+    _type(value, int, field)
+    if not low <= value <= high:
+        raise InvalidSpec(field, f"{value} is out of range ({low} to {high})")
+    return value
+
+
+def _opt_int(obj: dict, key: str, low: int, high: int, field: str) -> None:
+    if obj.get(key) is not None:
+        _int_in(obj[key], low, high, f"{field}.{key}")
 
 
 def validate(spec: object) -> None:
@@ -131,13 +150,12 @@ def _validate_process(process: object, field: str) -> None:
         _type(size.get("height", 0), int, f"{field}.consoleSize.height")
         _type(size.get("width", 0), int, f"{field}.consoleSize.width")
     user = _opt(process, "user", dict, field) or {}
-    for key in ("uid", "gid", "umask"):
-        value = _opt(user, key, int, f"{field}.user")
-        if value is not None and value < 0:
-            raise InvalidSpec(f"{field}.user.{key}", "must not be negative")
+    for key in ("uid", "gid"):
+        _opt_int(user, key, 0, _U32 - 1, f"{field}.user")
+    _opt_int(user, "umask", 0, 0o777, f"{field}.user")
     if _opt(user, "additionalGids", list, f"{field}.user") is not None:
         for index, gid in enumerate(user["additionalGids"]):
-            _type(gid, int, f"{field}.user.additionalGids[{index}]")
+            _int_in(gid, 0, _U32 - 1, f"{field}.user.additionalGids[{index}]")
     _opt(process, "noNewPrivileges", bool, field)
     _opt(process, "oomScoreAdj", int, field)
     rlimits = _opt(process, "rlimits", list, field) or []
@@ -151,8 +169,8 @@ def _validate_process(process: object, field: str) -> None:
         if kind in seen:
             raise InvalidSpec(f"{where}.type", f"{kind} is given twice")
         seen.add(kind)
-        soft = _type(rlimit.get("soft"), int, f"{where}.soft")
-        hard = _type(rlimit.get("hard"), int, f"{where}.hard")
+        soft = _int_in(rlimit.get("soft"), 0, _U64, f"{where}.soft")
+        hard = _int_in(rlimit.get("hard"), 0, _U64, f"{where}.hard")
         if soft > hard:
             raise InvalidSpec(where, f"soft limit {soft} is above hard limit {hard}")
     caps = _opt(process, "capabilities", dict, field) or {}
@@ -203,7 +221,9 @@ def _validate_hook(hook: object, field: str) -> None:
     if _opt(hook, "args", list, field) is not None:
         _strings(hook["args"], f"{field}.args")
     if _opt(hook, "env", list, field) is not None:
-        _strings(hook["env"], f"{field}.env")
+        for index, item in enumerate(_strings(hook["env"], f"{field}.env")):
+            if "=" not in item:
+                raise InvalidSpec(f"{field}.env[{index}]", f"{item!r} is not KEY=VALUE")
     timeout = _opt(hook, "timeout", int, field)
     if timeout is not None and timeout <= 0:
         raise InvalidSpec(f"{field}.timeout", "must be a positive number of seconds")
@@ -265,15 +285,19 @@ def _validate_linux(linux: dict[str, object], spec: Spec) -> None:
         if kind not in ("c", "u", "b", "p"):
             raise InvalidSpec(f"{where}.type", f"unknown device type {kind!r}")
         if kind != "p":
-            _type(device.get("major"), int, f"{where}.major")
-            _type(device.get("minor"), int, f"{where}.minor")
+            _int_in(device.get("major"), 0, _U32, f"{where}.major")
+            _int_in(device.get("minor"), 0, _U32, f"{where}.minor")
+        _opt_int(device, "fileMode", 0, 0o7777, where)
+        _opt_int(device, "uid", 0, _U32 - 1, where)
+        _opt_int(device, "gid", 0, _U32 - 1, where)
     _opt(linux, "cgroupsPath", str, "linux")
-    _opt(linux, "resources", dict, "linux")
+    if _opt(linux, "resources", dict, "linux") is not None:
+        validate_resources(linux["resources"], "linux.resources")
     propagation = _opt(linux, "rootfsPropagation", str, "linux")
     if propagation is not None and propagation not in _PROPAGATIONS:
         raise InvalidSpec("linux.rootfsPropagation", f"unknown propagation {propagation!r}")
     if linux.get("seccomp") is not None:
-        _type(linux["seccomp"], dict, "linux.seccomp")
+        _validate_seccomp(linux["seccomp"])
     if linux.get("intelRdt"):
         raise NotSupported("linux.intelRdt")
     if linux.get("mountLabel"):
@@ -283,6 +307,81 @@ def _validate_linux(linux: dict[str, object], spec: Spec) -> None:
         if clock not in ("monotonic", "boottime"):
             raise InvalidSpec(f"linux.timeOffsets.{clock}", "unknown clock")
         _type(offset, dict, f"linux.timeOffsets.{clock}")
+        _opt_int(offset, "secs", -(1 << 40), 1 << 40, f"linux.timeOffsets.{clock}")
+        _opt_int(offset, "nanosecs", 0, 999_999_999, f"linux.timeOffsets.{clock}")
+
+
+_RESOURCE_INTS = {
+    "memory": ("limit", "reservation", "swap", "kernel", "kernelTCP", "swappiness"),
+    "cpu": ("shares", "quota", "period", "realtimeRuntime", "realtimePeriod"),
+    "pids": ("limit",),
+    "blockIO": ("weight", "leafWeight"),
+}
+_THROTTLE_KEYS = ("throttleReadBpsDevice", "throttleWriteBpsDevice",
+                  "throttleReadIOPSDevice", "throttleWriteIOPSDevice", "weightDevice")
+
+
+def validate_resources(resources: object, field: str) -> None:
+    """linux.resources, also as `update` takes it: every field it writes is checked."""
+    _type(resources, dict, field)
+    for section, keys in _RESOURCE_INTS.items():
+        block = _opt(resources, section, dict, field) or {}
+        for key in keys:
+            if block.get(key) is not None:
+                _int_in(block[key], -1, _U64, f"{field}.{section}.{key}")
+    cpu = resources.get("cpu") or {}
+    for key in ("cpus", "mems"):
+        _opt(cpu, key, str, f"{field}.cpu")
+    for index, rule in enumerate(_opt(resources, "devices", list, field) or []):
+        where = f"{field}.devices[{index}]"
+        _type(rule, dict, where)
+        _type(rule.get("allow"), bool, f"{where}.allow")
+        if (rule.get("type") or "a") not in ("a", "c", "b"):
+            raise InvalidSpec(f"{where}.type", f"unknown device type {rule['type']!r}")
+        for key in ("major", "minor"):
+            if rule.get(key) is not None:
+                _int_in(rule[key], -1, _U32, f"{where}.{key}")
+        access = _opt(rule, "access", str, where) or ""
+        if set(access) - set("rwm"):
+            raise InvalidSpec(f"{where}.access", f"{access!r} is not made of r, w and m")
+    block_io = resources.get("blockIO") or {}
+    for key in _THROTTLE_KEYS:
+        for index, device in enumerate(_opt(block_io, key, list, f"{field}.blockIO") or []):
+            where = f"{field}.blockIO.{key}[{index}]"
+            _type(device, dict, where)
+            for part in ("major", "minor", "rate" if key != "weightDevice" else "weight"):
+                _int_in(device.get(part), 0, _U64, f"{where}.{part}")
+    for index, limit in enumerate(_opt(resources, "hugepageLimits", list, field) or []):
+        where = f"{field}.hugepageLimits[{index}]"
+        _type(limit, dict, where)
+        size = _type(limit.get("pageSize"), str, f"{where}.pageSize")
+        if "/" in size or not size:
+            raise InvalidSpec(f"{where}.pageSize", f"{size!r} is not a page size")
+        _int_in(limit.get("limit"), 0, _U64, f"{where}.limit")
+    for key, value in (_opt(resources, "unified", dict, field) or {}).items():
+        _type(value, str, f"{field}.unified.{key}")
+
+
+def _validate_seccomp(seccomp: object) -> None:
+    field = "linux.seccomp"
+    _type(seccomp, dict, field)
+    _opt(seccomp, "defaultAction", str, field)
+    for key in ("architectures", "flags"):
+        if _opt(seccomp, key, list, field) is not None:
+            _strings(seccomp[key], f"{field}.{key}")
+    for index, rule in enumerate(_opt(seccomp, "syscalls", list, field) or []):
+        where = f"{field}.syscalls[{index}]"
+        _type(rule, dict, where)
+        _strings(rule.get("names") or [], f"{where}.names")
+        _type(rule.get("action"), str, f"{where}.action")
+        _opt_int(rule, "errnoRet", 0, 4095, where)
+        for arg_index, arg in enumerate(_opt(rule, "args", list, where) or []):
+            arg_field = f"{where}.args[{arg_index}]"
+            _type(arg, dict, arg_field)
+            _int_in(arg.get("index", 0), 0, 5, f"{arg_field}.index")
+            _opt_int(arg, "value", 0, _U64, arg_field)
+            _opt_int(arg, "valueTwo", 0, _U64, arg_field)
+            _type(arg.get("op"), str, f"{arg_field}.op")
 
 
 # Sysctls that a namespace makes the container's own (the rest are the host's).

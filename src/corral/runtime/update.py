@@ -12,6 +12,7 @@ import sys
 
 from .cgroups import Cgroup
 from .errors import FailedPrecondition, InvalidSpec
+from .spec import validate_resources
 from .state import State
 
 # flag name -> (section, key)
@@ -74,4 +75,5 @@ def update(root: str, container_id: str, values: dict) -> None:
     if state.status() == "stopped":
         raise FailedPrecondition("container not running")
     resources = resources_from(values)
+    validate_resources(resources, "--resources")
     Cgroup(state.record.get("cgroups") or {}).apply(resources, updating=True)
