@@ -92,6 +92,9 @@ def main(argv: list[str]) -> int:
             return 1
     log.configure(options["log"], options["log_format"], options["debug"])
     command, args = rest[0], rest[1:]
+    if command == "help" or "--help" in args[:1] or "-h" in args[:1]:
+        sys.stdout.write(USAGE)
+        return 0
     handler = COMMANDS.get(command)
     if handler is None:
         return _fail(f"no such command: {command}", usage=True)
