@@ -21,6 +21,10 @@ nothing of the runtime is left open in it.
 
 Every child leaves through os._exit: a child must never return into the
 parent's Python code.
+
+The modules only the children use (``process``, ``rootfs``, and ctypes'
+syscalls through them) are imported by the children themselves, right after
+the fork: the parent, meanwhile, makes the cgroup, so the two costs overlap.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import os
 from corral import _json as json
 from corral import _syscalls as sc
 
-from . import hooks, namespaces, process, rootfs
+from . import hooks, namespaces
 from .errors import Error, SetupError
 from .state import FIFO
 
@@ -146,6 +150,8 @@ def enter_namespaces(channel: Channel, wanted: dict[str, str | None],
 
 
 def stage1(channel: Channel, config: InitConfig) -> None:
+    from . import process, rootfs  # noqa: F401 - the children's modules (see above)
+
     channel.expect("go")
     sc.prctl(sc.PR_SET_DUMPABLE, 0)
     spec = config.spec
@@ -162,6 +168,8 @@ def stage1(channel: Channel, config: InitConfig) -> None:
 
 
 def container_init(channel: Channel, config: InitConfig) -> None:
+    from . import process, rootfs
+
     setup = channel.expect("setup")
     os.setsid()
     sc.prctl(sc.PR_SET_DUMPABLE, 0)
@@ -243,6 +251,8 @@ def wait_for_start(config: InitConfig, spec: dict, proc: dict, executable: str,
     and let execve close it: ``start`` reads to end of file, so anything else
     it reads is our error message.
     """
+    from . import process
+
     # As pid 1 we would ignore every signal without a handler, even from the
     # host: give the usual terminating ones a handler, so that `kill` of a
     # created container ends it. execve resets them to the defaults.
@@ -279,6 +289,8 @@ def finish_process(proc: dict, in_userns: bool, preserve_fds: int,
     it is loaded before the user switch drops it (as runc does); with
     no_new_privs it comes last, so that it filters nothing of ours.
     """
+    from . import process
+
     for fd in range(3, 3 + preserve_fds):
         try:
             os.set_inheritable(fd, True)
@@ -320,6 +332,8 @@ class ExecConfig:
 
 
 def exec_stage1(channel: Channel, config: ExecConfig) -> None:
+    from . import process  # noqa: F401 - before the container's mounts hide it
+
     channel.expect("go")
     sc.prctl(sc.PR_SET_DUMPABLE, 0)
     seccomp_filter = build_seccomp(config.spec, config.proc)
@@ -339,6 +353,8 @@ def exec_stage1(channel: Channel, config: ExecConfig) -> None:
 
 
 def exec_child(channel: Channel, config: ExecConfig, seccomp_filter) -> None:
+    from . import process
+
     proc = config.proc
     sc.prctl(sc.PR_SET_DUMPABLE, 0)
     os.chdir("/")
