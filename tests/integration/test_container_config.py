@@ -193,6 +193,22 @@ def test_hooks_run_in_order_with_state(any_runtime, bundle_factory, container_id
     assert inside[1] == "process"
 
 
+def create_with_console_socket(runtime, bundle, container_id, tmp_path, stdout):
+    """Start `create --console-socket`; return the process and the accepted connection."""
+    import socket
+
+    path = str(tmp_path / "console.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    creator = subprocess.Popen(runtime.cmd("create", "-b", str(bundle.path),
+                                           "--console-socket", path, container_id),
+                               stdout=stdout, stderr=subprocess.PIPE)
+    connection, _ = server.accept()
+    server.close()
+    return creator, connection
+
+
 def test_terminal_over_console_socket(any_runtime, bundle_factory, container_id,
                                       tmp_path):
     """The pty master arrives over the console socket, as containerd receives it."""
@@ -202,14 +218,8 @@ def test_terminal_over_console_socket(any_runtime, bundle_factory, container_id,
     bundle = bundle_factory(["sh", "-c", "tty; stty size"], terminal=True)
     bundle.spec["process"]["consoleSize"] = {"height": 33, "width": 101}
     bundle.write()
-    path = str(tmp_path / "console.sock")
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    server.listen(1)
-    creator = subprocess.Popen(any_runtime.cmd("create", "-b", str(bundle.path),
-                                               "--console-socket", path, container_id),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    connection, _ = server.accept()
+    creator, connection = create_with_console_socket(any_runtime, bundle, container_id,
+                                                     tmp_path, subprocess.DEVNULL)
     fds = array.array("i")
     _, ancillary, _, _ = connection.recvmsg(1024, socket.CMSG_SPACE(fds.itemsize))
     fds.frombytes(ancillary[0][2])
@@ -298,21 +308,12 @@ def test_readonly_cgroup_mount_without_cgroup_namespace(any_runtime, bundle_fact
 def test_create_with_a_terminal_lets_go_of_the_callers_stdio(any_runtime, bundle_factory,
                                                              container_id, tmp_path):
     """containerd's shim reads create's output to its end (a regression test)."""
-    import socket
-
     bundle = bundle_factory(["sh", "-c", "sleep 30"], terminal=True)
-    path = str(tmp_path / "console.sock")
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    server.listen(1)
-    creator = subprocess.Popen(any_runtime.cmd("create", "-b", str(bundle.path),
-                                               "--console-socket", path, container_id),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    connection, _ = server.accept()
+    creator, connection = create_with_console_socket(any_runtime, bundle, container_id,
+                                                     tmp_path, subprocess.PIPE)
     out, err = creator.communicate(timeout=10)
     assert creator.returncode == 0, err
     connection.close()
-    server.close()
 
 
 def test_run_relays_a_terminal_without_console_socket(any_runtime, bundle_factory,

@@ -42,6 +42,16 @@ from __future__ import annotations
 import errno
 import os
 
+from corral._syscalls import (
+    CLONE_NEWCGROUP,
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWUSER,
+    CLONE_NEWUTS,
+)
+
 # -- the allow-list: what every container may call, grouped by purpose -------
 
 # Files, directories and file descriptors: paths, metadata, reading, writing.
@@ -583,13 +593,6 @@ PERSONALITIES = (
 # The clone(2) flags that make new namespaces (<linux/sched.h>). CLONE_NEWTIME
 # is missing on purpose: its bit is part of the exit signal in clone's flags,
 # and only clone3 and unshare take it, both refused without CAP_SYS_ADMIN.
-CLONE_NEWNS = 0x00020000
-CLONE_NEWCGROUP = 0x02000000
-CLONE_NEWUTS = 0x04000000
-CLONE_NEWIPC = 0x08000000
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWPID = 0x20000000
-CLONE_NEWNET = 0x40000000
 CLONE_NAMESPACE_FLAGS = (
     CLONE_NEWNS
     | CLONE_NEWCGROUP

@@ -110,7 +110,7 @@ def main(argv: list[str]) -> int:
         return handler(options["root"], args)
     except UsageError as exc:
         return _fail(f"{command}: {exc}", usage=True)
-    except (Error, InvalidSpec) as exc:
+    except Error as exc:
         return _fail(str(exc))
     except OSError as exc:
         where = f" '{exc.filename}'" if exc.filename else ""

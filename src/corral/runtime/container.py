@@ -35,7 +35,6 @@ from .state import (
     container_dir,
     process_start_time,
     remove_dir,
-    rfc3339_now,
 )
 
 
@@ -133,7 +132,7 @@ def create(root: str, container_id: str, options: CreateOptions,
             "pid_start": process_start_time(pid),
             "bundle": bundle,
             "rootfs": config.rootfs_path,
-            "created": rfc3339_now(),
+            "created": log.timestamp(),
             "owner": "",
             "annotations": spec.get("annotations") or {},
             "cgroups": cgroup.paths,

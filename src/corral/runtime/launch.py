@@ -12,7 +12,7 @@ from __future__ import annotations
 import _signal as signal
 import os
 
-from . import hooks, namespaces
+from . import hooks, log, namespaces
 from .cgroups import Cgroup
 from .errors import Error, SetupError
 from .init import Channel, ExecConfig, InitConfig, exec_stage1, run_child, stage1
@@ -111,8 +111,9 @@ def spawn_exec(config: ExecConfig, cgroup: Cgroup) -> int:
     try:
         try:
             cgroup.join(pid)
-        except Error:
-            pass  # a cgroup removed under us: the process still runs
+        except Error as exc:
+            # A cgroup removed under us: the process still runs, uncounted.
+            log.warning(f"exec: {exc}")
         channel.send({"go": True})
         child = _receive(channel, "exec")["pid"]
         _reap(pid)

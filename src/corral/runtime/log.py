@@ -31,7 +31,8 @@ def configure(path: str | None, log_format: str, debug: bool) -> None:
     _log.level = 10 if debug else 20
 
 
-def _timestamp() -> str:
+def timestamp() -> str:
+    """Now in RFC 3339 with nanoseconds, as Go writes it (the log, state's created)."""
     now = time.time()
     seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
     return f"{seconds}.{int(now % 1 * 1e9):09d}Z"
@@ -55,10 +56,10 @@ def write(level: str, msg: str) -> None:
         return
     if _log.json_format:
         line = (
-            f'{{"level":"{level}","msg":{_encode(msg)},"time":"{_timestamp()}"}}\n'
+            f'{{"level":"{level}","msg":{_encode(msg)},"time":"{timestamp()}"}}\n'
         )
     else:
-        line = f"time=\"{_timestamp()}\" level={level} msg={_encode(msg)}\n"
+        line = f"time=\"{timestamp()}\" level={level} msg={_encode(msg)}\n"
     if _log.path is None:
         if level != "error":  # errors are printed to stderr by the CLI itself
             sys.stderr.write(line)

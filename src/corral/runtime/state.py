@@ -15,7 +15,6 @@ exec fifo, and the freezer.
 from __future__ import annotations
 
 import os
-import time
 
 from corral import _json as json
 
@@ -168,10 +167,7 @@ def list_states(root: str) -> list[State]:
     return states
 
 
-def rfc3339_now() -> str:
-    now = time.time()
-    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-    return f"{seconds}.{int(now % 1 * 1e9):09d}Z"
+
 
 
 def remove_dir(directory: str) -> None:
