@@ -115,3 +115,7 @@ def bundle_factory(tmp_path, rootfs_template):
 @pytest.fixture
 def container_id() -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
+
+
+# Fixtures of the image layer's tests: a real registry, test images.
+from .image_fixtures import *  # noqa: E402,F401,F403

@@ -1,0 +1,1 @@
+"""Fixtures for the image layer's tests (filled in by the registry work)."""
