@@ -1,0 +1,106 @@
+"""Output as Docker prints it: tables, sizes, ages, JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
+
+
+def human_size(size: float) -> str:
+    """Docker's sizes: decimal units, three significant digits ("4.26MB")."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.3g}{unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def parse_time(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        # Python 3.11 reads RFC 3339 with a Z, but not nanoseconds.
+        head, dot, tail = text.partition(".")
+        if dot:
+            digits = "".join(c for c in tail if c.isdigit())
+            zone = tail[len(digits):]
+            text = f"{head}.{digits[:6]}{zone}"
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def ago(timestamp: float | None, now: float | None = None) -> str:
+    """"2 hours ago", as Docker's go-units HumanDuration words it."""
+    if timestamp is None:
+        return "N/A"
+    seconds = max(0.0, (now or time.time()) - timestamp)
+    if seconds < 1:
+        return "Less than a second ago"
+    if seconds < 60:
+        return f"{int(seconds)} seconds ago"
+    minutes = seconds / 60
+    if minutes < 60:
+        return "About a minute ago" if int(minutes) == 1 else f"{int(minutes)} minutes ago"
+    hours = minutes / 60
+    if hours < 48:
+        return "About an hour ago" if int(hours) == 1 else f"{int(hours)} hours ago"
+    days = hours / 24
+    if days < 14:
+        return f"{int(days)} days ago"
+    if days < 60:
+        return f"{int(days / 7)} weeks ago"
+    if days < 730:
+        return f"{int(days / 30)} months ago"
+    return f"{int(days / 365)} years ago"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], out=None) -> None:
+    """Columns padded to their widest cell plus three spaces, as Docker's
+    tabwriter does; the last column is not padded."""
+    out = out or sys.stdout
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    for line in [headers, *rows]:
+        cells = [cell.ljust(widths[i] + 3) for i, cell in enumerate(line[:-1])]
+        out.write("".join(cells) + line[-1] + "\n")
+
+
+def print_json(document: object, out=None) -> None:
+    out = out or sys.stdout
+    out.write(json.dumps(document, indent=4) + "\n")
+
+
+def render_template(template: str, document: dict) -> str:
+    """A small part of Go's text/template, as ``--format`` uses it:
+    ``{{.Field.Sub}}`` and ``{{json .Field}}``. Unknown fields print
+    ``<no value>``, as Go does."""
+    out, rest = [], template
+    while "{{" in rest:
+        head, _, rest = rest.partition("{{")
+        expression, _, rest = rest.partition("}}")
+        out.append(head)
+        out.append(_evaluate(expression.strip(), document))
+    out.append(rest)
+    return "".join(out).replace("\\n", "\n")
+
+
+def _evaluate(expression: str, document: dict) -> str:
+    as_json = expression.startswith("json ")
+    path = expression.removeprefix("json ").strip()
+    value: object = document
+    for part in [p for p in path.split(".") if p]:
+        value = value.get(part) if isinstance(value, dict) else None
+        if value is None:
+            break
+    if as_json:
+        return json.dumps(value)
+    if value is None:
+        return "<no value>"
+    if isinstance(value, list):
+        return "[" + " ".join(str(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "map[" + " ".join(f"{k}:{v}" for k, v in value.items()) + "]"
+    return str(value)

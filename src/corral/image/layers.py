@@ -1,0 +1,118 @@
+"""From layer blobs to committed snapshots: each layer unpacked once, into a
+snapshot named by its chain ID and shared by every image that has it.
+
+This is containerd's unpack: prepare an active snapshot on the parent chain,
+mount it, apply the layer tar there, check the diff ID the tar hashed to
+against the image config, and commit the snapshot under the chain ID. A
+failure at any step removes the active snapshot, so nothing half-unpacked
+is ever visible under a chain ID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import uuid
+from collections.abc import Callable, Sequence
+
+from . import mediatypes
+from .digest import Digest
+from .errors import AlreadyExists, BadContent, Error, LayerError, NotFound
+from .manifest import Descriptor, chain_ids
+
+log = logging.getLogger(__name__)
+
+# (layer short id, status, current bytes, total bytes): the statuses are
+# Docker's ("Extracting", "Pull complete", "Already exists"), so the manager
+# can forward them to the docker CLI as they are.
+Progress = Callable[[str, str, int | None, int | None], None]
+
+
+def no_progress(layer: str, status: str, current: int | None = None,
+                total: int | None = None) -> None:
+    pass
+
+
+def unpack(store, layers: Sequence[Descriptor], diff_ids: Sequence[Digest], *,
+           image: str, progress: Progress = no_progress,
+           wait_for_blob: Callable[[int], None] | None = None) -> int:
+    """Make sure every layer's snapshot is committed; return the unpacked size.
+
+    ``wait_for_blob(i)`` blocks until layer ``i``'s blob is in the content
+    store (the pull downloads in parallel while this unpacks in order).
+    """
+    if len(layers) != len(diff_ids):
+        raise BadContent(f"image '{image}': the manifest has {len(layers)} layers but "
+                         f"the config lists {len(diff_ids)} diff IDs")
+    chain = chain_ids(tuple(diff_ids))
+    size = 0
+    for i, layer in enumerate(layers):
+        if wait_for_blob is not None:
+            wait_for_blob(i)
+        name = str(chain[i])
+        if _committed(store, name):
+            size += _size(store, name)
+            continue
+        parent = str(chain[i - 1]) if i else None
+        size += apply(store, layer, diff_ids[i], name, parent, image=image,
+                      progress=progress)
+    return size
+
+
+def _committed(store, name: str) -> bool:
+    try:
+        return store.snapshots.stat(name).kind == "committed"
+    except NotFound:
+        return False
+
+
+def _size(store, name: str) -> int:
+    try:
+        return store.snapshots.usage(name)
+    except Error:
+        return 0
+
+
+def apply(store, layer: Descriptor, diff_id: Digest, name: str, parent: str | None,
+          *, image: str, progress: Progress = no_progress) -> int:
+    """Unpack one layer blob into a new snapshot committed as ``name``."""
+    from .mount import mount_all, unmount
+    from .unpack import apply_layer
+
+    short = layer.digest.short
+    what = f"image '{image}': layer '{layer.digest}'"
+    compression = mediatypes.LAYER_COMPRESSION.get(layer.media_type, "gzip")
+    key = f"extract-{uuid.uuid4().hex} {name}"
+    target = store.tmp / key.split()[0]
+    progress(short, "Extracting", 0, layer.size)
+    mounted = False
+    try:
+        mounts = store.snapshots.prepare(key, parent)
+        target.mkdir()
+        mount_all(mounts, target)
+        mounted = True
+        with store.content.open(layer.digest) as blob:
+            applied = apply_layer(target, blob, compression, what=what)
+        unmount(target)
+        mounted = False
+        if applied.diff_id != diff_id:
+            raise LayerError(f"{what}: unpacked to {applied.diff_id}, but the image "
+                             f"config says {diff_id}")
+        try:
+            store.snapshots.commit(name, key)
+        except AlreadyExists:
+            # Another process unpacked the same layer first: use theirs.
+            store.snapshots.remove(key)
+        key = ""
+    finally:
+        if mounted:
+            unmount(target)
+        with contextlib.suppress(OSError):
+            os.rmdir(target)
+        if key:
+            with contextlib.suppress(Error):
+                store.snapshots.remove(key)
+    progress(short, "Pull complete", None, None)
+    log.debug("unpacked %s into snapshot %s", layer.digest, name)
+    return applied.size
