@@ -162,9 +162,11 @@ def _id(text: str, user: str) -> int:
 def _read_table(rootfs: Path, path: str) -> list[list[str]]:
     """The lines of an /etc file of the image split on ':'; [] if it has none."""
     try:
-        fd = _open_in_root(rootfs, path, os.O_RDONLY)
+        fd = _open_in_root(rootfs, path, os.O_RDONLY | os.O_NOCTTY)
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        raise InvalidArgument(f"/{path} of the image: {exc.strerror}") from None
     with os.fdopen(fd, "rb") as file:
         data = file.read(_MAX_ID_FILE + 1)
     if len(data) > _MAX_ID_FILE:
@@ -177,26 +179,45 @@ def _read_table(rootfs: Path, path: str) -> list[list[str]]:
 def _open_in_root(rootfs: Path, path: str, flags: int) -> int:
     root = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        return _syscalls.openat2(root, path, flags | os.O_CLOEXEC | os.O_NOCTTY,
+        return _syscalls.openat2(root, path, flags | os.O_CLOEXEC,
                                  _syscalls.RESOLVE_IN_ROOT | _syscalls.RESOLVE_NO_MAGICLINKS)
     finally:
         os.close(root)
 
 
-def make_dirs(rootfs: Path, path: str) -> None:
-    """``mkdir -p`` of ``path`` inside the rootfs, symlinks resolved inside it."""
+def make_dirs(rootfs: Path, path: str, *, _links: int = 0) -> None:
+    """``mkdir -p`` of ``path`` inside the rootfs, symlinks resolved inside it
+    (a dangling link on the way is followed and its target made, as runc
+    does for a missing cwd)."""
+    parts = [p for p in path.split("/") if p and p != "."]
     done = ""
-    for part in [p for p in path.split("/") if p and p != "."]:
+    for i, part in enumerate(parts):
         if part == "..":
             raise InvalidArgument(f"directory '{path}': must not contain '..'")
         parent = _open_in_root(rootfs, done or ".", os.O_PATH | os.O_DIRECTORY)
         try:
             os.mkdir(part, 0o755, dir_fd=parent)
         except FileExistsError:
-            pass
+            target = _dangling_link(rootfs, parent, f"{done}/{part}", part)
+            if target is not None:
+                if _links >= 40:
+                    raise InvalidArgument(f"directory '{path}': too many symbolic "
+                                          f"links") from None
+                base = target if target.startswith("/") else f"{done}/{target}"
+                rest = "/".join(parts[i + 1:])
+                return make_dirs(rootfs, f"{base}/{rest}", _links=_links + 1)
         finally:
             os.close(parent)
         done = f"{done}/{part}" if done else part
+
+
+def _dangling_link(rootfs: Path, parent: int, path: str, name: str) -> str | None:
+    """The target of ``name`` if it is a symlink to nothing inside the rootfs."""
+    try:
+        os.close(_open_in_root(rootfs, path, os.O_PATH))
+        return None
+    except FileNotFoundError:
+        return os.readlink(name, dir_fd=parent)
 
 
 # Bundles on snapshots --------------------------------------------------------

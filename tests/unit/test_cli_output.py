@@ -1,0 +1,53 @@
+"""Docker's way of printing sizes, ages and templates."""
+
+from __future__ import annotations
+
+import pytest
+
+from corral.cli import output
+from corral.image.describe import familiar, repository_and_tag
+
+
+@pytest.mark.parametrize("size, text", [
+    (0, "0B"), (999, "999B"), (1000, "1kB"), (4_261_000, "4.26MB"), (1.5e9, "1.5GB"),
+])
+def test_human_size(size, text):
+    assert output.human_size(size) == text
+
+
+@pytest.mark.parametrize("seconds, text", [
+    (0.5, "Less than a second ago"), (30, "30 seconds ago"), (90, "About a minute ago"),
+    (600, "10 minutes ago"), (3700, "About an hour ago"), (7200 * 3, "6 hours ago"),
+    (86400 * 3, "3 days ago"), (86400 * 21, "3 weeks ago"), (86400 * 90, "3 months ago"),
+])
+def test_ago(seconds, text):
+    assert output.ago(1000.0, now=1000.0 + seconds) == text
+
+
+def test_parse_time_with_nanoseconds():
+    assert output.parse_time("2024-01-02T03:04:05.123456789Z") == pytest.approx(
+        1704164645.123456)
+    assert output.parse_time("not a time") is None
+
+
+def test_template():
+    document = {"Id": "sha256:abc", "Config": {"Cmd": ["sh", "-c"]}}
+    assert output.render_template("{{.Id}} {{.Config.Cmd}}", document) == "sha256:abc [sh -c]"
+    assert output.render_template("{{json .Config}}", document) == '{"Cmd": ["sh", "-c"]}'
+    assert output.render_template("{{.Nope}}", document) == "<no value>"
+
+
+@pytest.mark.parametrize("name, repository, tag", [
+    ("docker.io/library/busybox:1.35", "busybox", "1.35"),
+    ("docker.io/me/app:v1", "me/app", "v1"),
+    ("127.0.0.1:5000/test/busybox:1", "127.0.0.1:5000/test/busybox", "1"),
+    ("localhost:5000/x@sha256:" + "a" * 64, "localhost:5000/x", "<none>"),
+])
+def test_repository_and_tag(name, repository, tag):
+    assert repository_and_tag(name) == (repository, tag)
+    assert familiar(name).startswith(repository)
+
+
+def test_table_pads_like_tabwriter(capsys):
+    output.table(["A", "BB"], [["xyz", "1"]])
+    assert capsys.readouterr().out == "A     BB\nxyz   1\n"
