@@ -33,8 +33,14 @@ def _pull_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _tls_flag(parser: argparse.ArgumentParser) -> None:
+    """The registry flags of podman's pull and push."""
     parser.add_argument("--tls-verify", type=_boolean, default=True, metavar="BOOL",
                         help="require HTTPS and verify certificates (default true)")
+    parser.add_argument("--cert-dir", type=Path, metavar="DIR",
+                        help="also look for HOST:PORT/ca.crt in DIR")
+    parser.add_argument("--authfile", type=Path, metavar="FILE",
+                        help="credentials file (default $DOCKER_CONFIG/config.json or "
+                             "~/.docker/config.json)")
 
 
 def _boolean(text: str) -> bool:
@@ -56,7 +62,7 @@ def cmd_pull(context, args) -> int:
     store = context.store
     before = _existing_id(store, str(ref), NotFound)
     display = LayerDisplay(quiet=args.quiet)
-    with display, context.registry(tls_verify=args.tls_verify, domain=ref.domain) as client:
+    with display, context.registry(args, ref.domain) as client:
         display.message(f"{ref.tag or ref.digest}: Pulling from {ref.path}")
         image = pull(store, client, ref, platform=platform, progress=display)
         display.message(f"Digest: {image.index_digest or image.manifest}")
@@ -95,7 +101,7 @@ def cmd_push(context, args) -> int:
     image = store.resolve(args.image)
     ref = reference.parse(args.destination or args.image)
     display = LayerDisplay(quiet=args.quiet)
-    with display, context.registry(tls_verify=args.tls_verify, domain=ref.domain) as client:
+    with display, context.registry(args, ref.domain) as client:
         display.message(f"The push refers to repository [{ref.name}]")
         digest = push(store, client, image, ref, chunk_size=args.chunk_size,
                       progress=display)

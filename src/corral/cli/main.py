@@ -30,17 +30,35 @@ class Context:
             self._store = Store(self.args.root, snapshotter=self.args.snapshotter)
         return self._store
 
-    def registry(self, *, tls_verify: bool = True, domain: str | None = None):
+    def registry(self, args: argparse.Namespace, domain: str):
+        """A registry client as a command's --tls-verify, --cert-dir and
+        --authfile ask; CORRAL_INSECURE_REGISTRIES lists more plain-HTTP ones."""
         from ..image.registry import Client
 
         insecure = [r for r in os.environ.get("CORRAL_INSECURE_REGISTRIES", "").split(",") if r]
-        if not tls_verify and domain:
+        if not args.tls_verify:
             insecure.append(domain)
-        return Client(insecure=insecure)
+        certs_dirs = [Path("/etc/corral/certs.d"), Path("/etc/docker/certs.d")]
+        if args.cert_dir:
+            # podman's --cert-dir holds the files themselves, not a HOST/ level.
+            certs_dirs.insert(0, _single_host_certs(args.cert_dir, domain))
+        return Client(insecure=insecure, certs_dirs=certs_dirs, docker_config=args.authfile)
 
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
+
+
+def _single_host_certs(directory: Path, domain: str) -> Path:
+    """A certs.d-shaped view of a podman-style --cert-dir (ca.crt directly in
+    it), unless it already is certs.d-shaped."""
+    if (directory / domain).is_dir() or not (directory / "ca.crt").exists():
+        return directory
+    import tempfile
+
+    view = Path(tempfile.mkdtemp(prefix="corral-certs-"))
+    (view / domain).symlink_to(directory.resolve())
+    return view
 
 
 def build_parser() -> argparse.ArgumentParser:

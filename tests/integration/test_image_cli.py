@@ -1,0 +1,194 @@
+"""`corral` image commands end to end: pull from a real registry, list,
+inspect, mount, make a bundle and run it with corral-runtime, remove.
+
+Each test has a store root of its own; the registry and the images pushed
+to it by skopeo are shared by the session (tests/image_fixtures.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests import images
+from tests.conftest import CORRAL_RUNTIME
+
+CORRAL = str(Path(sys.executable).parent / "corral")
+
+
+class Corral:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def run(self, *args: str, check: bool = True, input: bytes | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess:
+        result = subprocess.run([CORRAL, "--root", str(self.root), *args],
+                                capture_output=True, input=input, timeout=timeout)
+        result.stdout = result.stdout.decode(errors="replace")
+        result.stderr = result.stderr.decode(errors="replace")
+        if check and result.returncode != 0:
+            raise AssertionError(f"corral {' '.join(args)} exited {result.returncode}: "
+                                 f"{result.stderr}")
+        return result
+
+    def blobs(self) -> set[str]:
+        return {p.name for p in (self.root / "content/blobs/sha256").iterdir()}
+
+    def snapshot_names(self) -> set[str]:
+        from corral.image.snapshots import open_snapshotter
+
+        snapshotter = open_snapshotter(self.root / "snapshots")
+        return {info.name for info in snapshotter.walk() if info.kind == "committed"}
+
+
+@pytest.fixture(params=["overlay", "native"])
+def corral(request, tmp_path) -> Corral:
+    cli = Corral(tmp_path / "store")
+    cli.run("--snapshotter", request.param, "images")
+    yield cli
+    for mounted in cli.run("image", "mount", check=False).stdout.splitlines():
+        cli.run("image", "unmount", mounted.split()[0], check=False)
+
+
+@pytest.fixture(scope="module")
+def layered_image(registry, tmp_path_factory) -> tuple[str, images.Layout]:
+    """Three layers: a base, a layer that deletes and replaces, one more."""
+    base = images.LayerBuilder()
+    base.file("etc/os-release", b"NAME=corral-test\n")
+    base.file("data/keep", b"keep\n")
+    base.file("data/gone", b"gone\n")
+    base.file("opaque/old", b"old\n")
+    base.file("bin/hello", b"#!/bin/sh\necho hello\n", mode=0o755)
+    middle = images.LayerBuilder()
+    middle.file("data/.wh.gone", b"")
+    middle.file("opaque/.wh..wh..opq", b"")
+    middle.file("opaque/new", b"new\n")
+    top = images.LayerBuilder()
+    top.file("data/added", b"added\n", uid=1000, gid=1000, mode=0o640)
+    layout = images.build_layout(tmp_path_factory.mktemp("layered") / "layout",
+                                 [base.tar(), middle.tar(), top.tar()], tag="3",
+                                 cmd=["/bin/hello"])
+    reference = registry.ref("test/layered:3")
+    images.push(layout.path, layout.tag, reference)
+    return reference, layout
+
+
+def test_pull_lists_and_inspects(corral, busybox_image, busybox_layout_dir):
+    result = corral.run("pull", busybox_image)
+    assert "Pull complete" in result.stdout
+    assert f"Status: Downloaded newer image for {busybox_image}" in result.stdout
+    assert result.stdout.strip().endswith(busybox_image)
+
+    again = corral.run("pull", busybox_image)
+    assert "Status: Image is up to date" in again.stdout
+
+    listing = corral.run("images").stdout.splitlines()
+    assert listing[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
+    repository, tag, image_id = listing[1].split()[:3]
+    assert (repository, tag) == (busybox_image.rsplit(":", 1)[0], "1.35")
+    assert image_id == busybox_layout_dir.config.digest.removeprefix("sha256:")[:12]
+
+    [document] = json.loads(corral.run("inspect", busybox_image).stdout)
+    assert document["Id"] == busybox_layout_dir.config.digest
+    assert document["RepoTags"] == [busybox_image]
+    assert document["RepoDigests"] == [
+        f"{busybox_image.rsplit(':', 1)[0]}@{busybox_layout_dir.manifest.digest}"]
+    assert document["Config"]["Cmd"] == ["sh"]
+    assert document["RootFS"]["Layers"] == busybox_layout_dir.diff_ids
+    assert corral.run("inspect", "-f", "{{.Config.Cmd}}", image_id).stdout == "[sh]\n"
+
+
+def test_a_pulled_image_runs_under_corral_runtime(corral, busybox_image, tmp_path):
+    corral.run("pull", "-q", busybox_image)
+    bundle = tmp_path / "bundle"
+    corral.run("image", "bundle", "-u", "app", "-w", "/work/here", busybox_image,
+               str(bundle), "sh", "-c", "id -u; id -g; pwd; echo hi > /written")
+    try:
+        spec = json.loads((bundle / "config.json").read_text())
+        assert spec["process"]["user"]["uid"] == 1000
+        run = subprocess.run([CORRAL_RUNTIME, "--root", str(tmp_path / "state"), "run",
+                              "-b", str(bundle), "bundled"], capture_output=True,
+                             text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.split() == ["1000", "1000", "/work/here"]
+        # The container wrote to its own snapshot, not to the image.
+        assert (bundle / "rootfs/written").read_text() == "hi\n"
+    finally:
+        corral.run("image", "bundle", "--rm", str(bundle))
+    assert not os.path.ismount(bundle / "rootfs")
+    mounted = Path(corral.run("image", "mount", busybox_image).stdout.strip())
+    assert not (mounted / "written").exists()
+
+
+def test_layers_whiteouts_and_opaque_dirs(corral, layered_image):
+    reference, _ = layered_image
+    corral.run("pull", reference)
+    mounted = Path(corral.run("image", "mount", reference).stdout.strip())
+    assert (mounted / "data/keep").read_text() == "keep\n"
+    assert not (mounted / "data/gone").exists()
+    assert sorted(os.listdir(mounted / "opaque")) == ["new"]
+    added = os.stat(mounted / "data/added")
+    assert (added.st_uid, added.st_gid, added.st_mode & 0o777) == (1000, 1000, 0o640)
+    with pytest.raises(OSError, match="Read-only file system"):
+        (mounted / "data/new").write_text("x")
+    assert corral.run("image", "mount").stdout.split()[2] == str(mounted)
+    corral.run("image", "unmount", reference)
+    assert not os.path.ismount(mounted)
+
+
+def test_shared_layers_are_unpacked_once(corral, busybox_image, registry,
+                                         busybox_layout_dir):
+    other = registry.ref("test/busybox-copy:1")
+    images.push(busybox_layout_dir.path, busybox_layout_dir.tag, other)
+    corral.run("pull", busybox_image)
+    second = corral.run("pull", other)
+    assert "Already exists" in second.stdout
+    assert len(corral.snapshot_names()) == 1
+
+
+def test_rmi_untags_then_deletes_and_collects(corral, busybox_image, layered_image):
+    corral.run("pull", "-q", busybox_image)
+    corral.run("pull", "-q", layered_image[0])
+    corral.run("tag", busybox_image, "mine:1")
+    assert corral.run("rmi", "mine:1").stdout == "Untagged: mine:1\n"
+    before = corral.blobs()
+    removed = corral.run("rmi", layered_image[0]).stdout.splitlines()
+    assert removed[0] == f"Untagged: {layered_image[0]}"
+    assert removed[-1].startswith("Deleted: sha256:")
+    left = corral.blobs()
+    assert left < before and len(left) == 3   # busybox: manifest, config, layer
+    assert len(corral.snapshot_names()) == 1
+    failed = corral.run("rmi", "nothing:here", check=False)
+    assert failed.returncode == 1
+    assert "image 'nothing:here': no such image" in failed.stderr
+
+
+def test_rmi_of_a_mounted_image_is_refused(corral, busybox_image):
+    corral.run("pull", "-q", busybox_image)
+    corral.run("image", "mount", busybox_image)
+    refused = corral.run("rmi", busybox_image, check=False)
+    assert refused.returncode == 1
+    assert "is mounted" in refused.stderr
+    corral.run("image", "unmount", busybox_image)
+    corral.run("rmi", busybox_image)
+    assert corral.run("images", "-q").stdout == ""
+
+
+def test_prune_removes_dangling_images(corral, busybox_image, layered_image):
+    corral.run("pull", "-q", busybox_image)
+    corral.run("pull", "-q", layered_image[0])
+    corral.run("tag", layered_image[0], "keep:1")
+    corral.run("rmi", layered_image[0])
+    corral.run("rmi", "keep:1")
+    assert len(corral.run("images", "-q").stdout.split()) == 1
+    corral.run("tag", busybox_image, "dangling:soon")
+    pruned = corral.run("image", "prune", "-f", "-a").stdout
+    assert "deleted: sha256:" in pruned and "Total reclaimed space" in pruned
+    assert corral.run("images", "-q").stdout == ""
+    assert corral.blobs() == set()
+    assert corral.snapshot_names() == set()
