@@ -37,7 +37,7 @@ def _tls_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-verify", type=_boolean, default=True, metavar="BOOL",
                         help="require HTTPS and verify certificates (default true)")
     parser.add_argument("--cert-dir", type=Path, metavar="DIR",
-                        help="also look for HOST:PORT/ca.crt in DIR")
+                        help="a certs.d-style directory: DIR/HOST:PORT/ca.crt")
     parser.add_argument("--authfile", type=Path, metavar="FILE",
                         help="credentials file (default $DOCKER_CONFIG/config.json or "
                              "~/.docker/config.json)")

@@ -40,25 +40,12 @@ class Context:
             insecure.append(domain)
         certs_dirs = [Path("/etc/corral/certs.d"), Path("/etc/docker/certs.d")]
         if args.cert_dir:
-            # podman's --cert-dir holds the files themselves, not a HOST/ level.
-            certs_dirs.insert(0, _single_host_certs(args.cert_dir, domain))
+            certs_dirs.insert(0, args.cert_dir)
         return Client(insecure=insecure, certs_dirs=certs_dirs, docker_config=args.authfile)
 
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
-
-
-def _single_host_certs(directory: Path, domain: str) -> Path:
-    """A certs.d-shaped view of a podman-style --cert-dir (ca.crt directly in
-    it), unless it already is certs.d-shaped."""
-    if (directory / domain).is_dir() or not (directory / "ca.crt").exists():
-        return directory
-    import tempfile
-
-    view = Path(tempfile.mkdtemp(prefix="corral-certs-"))
-    (view / domain).symlink_to(directory.resolve())
-    return view
 
 
 def build_parser() -> argparse.ArgumentParser:
