@@ -466,11 +466,12 @@ class BlobStore(_Server):
 
 class FaultyFront(_Server):
     """A proxy in front of ``registry`` that misbehaves as told by ``faults``
-    (see Fault); ``seen`` records (method, path) of every request."""
+    (see Fault); ``seen`` records (method, path, headers) of every request,
+    header names lowercased."""
 
     def __init__(self, registry: Registry, store: BlobStore | None = None) -> None:
         self.faults: list[Fault] = []
-        self.seen: list[tuple[str, str]] = []
+        self.seen: list[tuple[str, str, dict[str, str]]] = []
         self._lock = threading.Lock()
         forwarder = _Forwarder(registry)
         front = self
@@ -479,7 +480,7 @@ class FaultyFront(_Server):
             protocol_version = "HTTP/1.1"
 
             def _handle(self):
-                fault = front._take(self.command, self.path)
+                fault = front._take(self.command, self.path, self.headers)
                 body = _read_body(self)
                 if fault is not None and fault.kind == "status":
                     _answer(self, fault.status, b'{"errors":[{"code":"UNAVAILABLE",'
@@ -523,9 +524,14 @@ class FaultyFront(_Server):
             self.faults.append(fault)
         return fault
 
-    def _take(self, method: str, path: str) -> Fault | None:
+    def requests(self, method: str, path: str) -> list[dict[str, str]]:
+        """The headers of each request seen whose path matches regex ``path``."""
         with self._lock:
-            self.seen.append((method, path))
+            return [h for m, p, h in self.seen if m == method and re.search(path, p)]
+
+    def _take(self, method: str, path: str, headers) -> Fault | None:
+        with self._lock:
+            self.seen.append((method, path, {k.lower(): v for k, v in headers.items()}))
             for fault in self.faults:
                 if fault.matches(method, path):
                     fault.hits += 1

@@ -165,8 +165,16 @@ class Transport:
             self.http.get(f"https://{host}/v2/").close()
             return f"https://{host}"
         except httpx.ConnectError as exc:
-            log.debug("https://%s: %s; trying plain HTTP", host, describe(exc))
-        self.http.get(f"http://{host}/v2/").close()
+            tls_failure = describe(exc)
+            log.debug("https://%s: %s; trying plain HTTP", host, tls_failure)
+        response = self.http.get(f"http://{host}/v2/")
+        response.close()
+        if response.status_code == 400 and "CERTIFICATE" in tls_failure.upper():
+            # A TLS server refusing plain HTTP: the certificate is the problem.
+            raise RegistryError(
+                f"connect to registry '{host}': HTTPS failed ({tls_failure}) and it "
+                f"refuses plain HTTP; if it uses a private CA, put the CA in "
+                f"/etc/corral/certs.d/{host}/ca.crt")
         return f"http://{host}"
 
     def request(self, req: Request) -> httpx.Response:
@@ -210,12 +218,16 @@ class Transport:
 
     def _send(self, req: Request, authorization: str | None) -> httpx.Response:
         url = httpx.URL(self.base_url(req.domain)).join(req.url)
+        if req.params:
+            # Merged by hand: httpx's params= would drop the query an upload
+            # Location already has (its _state).
+            url = url.copy_merge_params(req.params)
         headers = dict(req.headers)
         if authorization:
             headers["Authorization"] = authorization
         content = req.body() if req.body is not None else None
         request = self.http.build_request(req.method, url, headers=headers,
-                                          params=req.params or None, content=content)
+                                          content=content)
         log.debug("%s %s", req.method, request.url)
         response = self.http.send(request, stream=req.stream)
         for _ in range(_MAX_REDIRECTS):

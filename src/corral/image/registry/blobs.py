@@ -55,16 +55,19 @@ class BlobStream:
         self._response.close()
 
     def __iter__(self) -> Iterator[bytes]:
-        position, resumes = self.offset, 0
+        # Bytes count as ours when they arrive, not when a whole chunk is
+        # ready, so a resume starts exactly where the connection dropped.
+        position, resumes, buffer = self.offset, 0, bytearray()
         while True:
             try:
-                for chunk in self._response.iter_bytes(CHUNK):
-                    position += len(chunk)
-                    yield chunk
-                return
+                for piece in self._response.iter_raw():
+                    position += len(piece)
+                    buffer += piece
+                    if len(buffer) >= CHUNK:
+                        yield bytes(buffer)
+                        buffer.clear()
+                break
             except RETRY_ERRORS as exc:
-                if self.size is not None and position >= self.size:
-                    return
                 resumes += 1
                 if resumes > self._transport.retries:
                     raise Unavailable(f"{self._what}: connection dropped at byte "
@@ -73,6 +76,8 @@ class BlobStream:
                 log.debug("%s: dropped at %s (%s); resuming", self._what, position,
                           describe(exc))
                 self._resume(position)
+        if buffer:
+            yield bytes(buffer)
 
     def _resume(self, position: int) -> None:
         self._response.close()
@@ -118,8 +123,8 @@ class _Skipping:
         self._response = response
         self._count = count
 
-    def iter_bytes(self, chunk_size: int) -> Iterator[bytes]:
-        for chunk in self._response.iter_bytes(chunk_size):
+    def iter_raw(self) -> Iterator[bytes]:
+        for chunk in self._response.iter_raw():
             if self._count >= len(chunk):
                 self._count -= len(chunk)
                 continue
