@@ -289,7 +289,9 @@ class TokenServer:
         self.kid = libtrust_key_id(self._key.public_key())
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.realm = f"http://127.0.0.1:{self._server.server_port}/token"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._server.block_on_close = False
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
 
     def registry_config(self) -> dict:
@@ -375,7 +377,8 @@ class Fault:
     """What the front does to requests matching ``method`` and ``path`` (a
     regex searched in the path): ``status`` answers that status instead;
     ``drop`` forwards the answer but closes the connection after ``after``
-    bytes of its body; ``redirect`` answers 307 to the BlobStore. ``times``
+    bytes of its body; ``redirect`` answers 307 to the BlobStore; ``serve``
+    answers 200 with ``body`` and ``headers`` (a forged manifest). ``times``
     is how many requests it hits (None: all)."""
 
     kind: str
@@ -384,6 +387,8 @@ class Fault:
     times: int | None = None
     status: int = 500
     after: int = 0
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:
@@ -421,9 +426,12 @@ class _Server:
 
     def __init__(self, handler) -> None:
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
+        # Do not wait at stop for handlers of keep-alive connections that a
+        # client still holds open.
+        self._server.block_on_close = False
         self.host = f"127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -486,6 +494,9 @@ class FaultyFront(_Server):
                     _answer(self, fault.status, b'{"errors":[{"code":"UNAVAILABLE",'
                                                 b'"message":"injected fault"}]}')
                     return
+                if fault is not None and fault.kind == "serve":
+                    _answer(self, 200, fault.body, fault.headers)
+                    return
                 if fault is not None and fault.kind == "redirect":
                     target = f"http://{store.host}{self.path}"
                     _answer(self, 307, b"", {"Location": target})
@@ -514,6 +525,10 @@ class FaultyFront(_Server):
 
     def redirect(self, path: str = r"/blobs/sha256:", *, method: str = "GET") -> Fault:
         return self._add(Fault("redirect", path, method, None))
+
+    def serve(self, path: str, body: bytes, headers: dict[str, str], *,
+              times: int | None = None) -> Fault:
+        return self._add(Fault("serve", path, "GET", times, body=body, headers=headers))
 
     def clear(self) -> None:
         with self._lock:

@@ -15,6 +15,7 @@ from corral.image.digest import Digest
 from corral.image.errors import (
     BadContent,
     NotFound,
+    NotSupported,
     RegistryError,
     Unauthorized,
     Unavailable,
@@ -260,6 +261,56 @@ def test_redirect_drops_authorization(make_client, auth_registry, busybox_layout
     assert front.requests("GET", r"/blobs/")[0]["authorization"].startswith("Basic ")
     assert len(store.received) == 1
     assert "authorization" not in store.received[0]
+
+
+def _manifest_of(layout: images.Layout) -> bytes:
+    return layout.blob(layout.manifest.digest)
+
+
+def test_forged_manifests(make_client, faulty_front, busybox_layout_dir):
+    client = make_client()
+    ref = parse(f"{faulty_front.host}/test/busybox:1.35")
+    schema1 = json.dumps({"schemaVersion": 1, "name": "test/busybox", "fsLayers": []})
+    faulty_front.serve(r"/manifests/", schema1.encode(),
+                       {"Content-Type": mediatypes.DOCKER_SCHEMA1_SIGNED}, times=1)
+    with pytest.raises(NotSupported, match="is a schema 1 manifest, which corral does "
+                                           "not support; push it again"):
+        client.get_manifest(ref)
+    faulty_front.serve(r"/manifests/", schema1.encode(),
+                       {"Content-Type": "application/json"}, times=1)
+    with pytest.raises(NotSupported, match="schema 1"):
+        client.get_manifest(ref)
+
+    faulty_front.serve(r"/manifests/", b"{}", {"Content-Type": "text/html"}, times=1)
+    with pytest.raises(BadContent, match="unknown media type 'text/html'"):
+        client.get_manifest(ref)
+
+    # Bytes that are not those of the digest the registry (or we) named.
+    data = _manifest_of(busybox_layout_dir)
+    other = str(Digest.of(b"something else"))
+    faulty_front.serve(r"/manifests/", data, {"Content-Type": mediatypes.OCI_MANIFEST,
+                                              "Docker-Content-Digest": other}, times=1)
+    with pytest.raises(BadContent, match=f"digest mismatch: expected {other}"):
+        client.get_manifest(ref)
+    faulty_front.serve(r"/manifests/", data + b" ", {"Content-Type": mediatypes.OCI_MANIFEST},
+                       times=1)
+    pinned = ref.with_digest(Digest.parse(busybox_layout_dir.manifest.digest))
+    with pytest.raises(BadContent, match="digest mismatch"):
+        client.get_manifest(pinned)
+    # And the real thing still passes once the forgeries are used up.
+    assert client.get_manifest(pinned).data == data
+
+
+def test_push_starts_again_after_5xx(make_client, faulty_front, tmp_path):
+    path = tmp_path / "blob"
+    path.write_bytes(b"x" * 5000)
+    digest = Digest.of(path.read_bytes())
+    faulty_front.fail(r"/blobs/uploads/", method="PUT", times=1, status=502)
+    client = make_client()
+    ref = parse(f"{faulty_front.host}/test/restarted")
+    client.push_blob(ref, digest, 5000, path)
+    assert client.blob_size(ref, digest) == 5000
+    assert len(faulty_front.requests("POST", r"/blobs/uploads/")) == 2
 
 
 # --- pushing ---------------------------------------------------------------
