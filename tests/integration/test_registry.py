@@ -355,7 +355,8 @@ def test_cross_repository_mount(make_client, registry, busybox_image, busybox_la
     target = parse(registry.ref("test/mounted"))
     layer = busybox_layout_dir.layers[0]
     assert client.blob_size(target, Digest.parse(layer.digest)) is None
-    assert client.mount_blob(target, Digest.parse(layer.digest), "test/busybox") is True
+    assert client.mount_blob(target, Digest.parse(layer.digest),
+                             registry.ref("test/busybox")) is True
     assert client.blob_size(target, Digest.parse(layer.digest)) == layer.size
 
     absent = Digest.of(b"nowhere")

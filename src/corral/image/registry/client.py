@@ -143,10 +143,12 @@ class Client:
                    chunk_size=chunk_size, progress=progress)
 
     def mount_blob(self, repo: Reference, digest: Digest, from_repo: str) -> bool:
-        """Ask the registry to link blob ``digest`` of repository path
-        ``from_repo`` (same registry) into ``repo``; True if it did, False if
+        """Ask the registry to link blob ``digest`` of repository
+        ``from_repo`` (a path, or a name in the same registry) into ``repo``; True if it did, False if
         the caller must upload it (the session the registry opened instead is
         cancelled)."""
+        # A full name of the same registry is the same repository.
+        from_repo = from_repo.removeprefix(f"{repo.domain}/")
         what = f"mount blob '{digest}' from '{from_repo}' into '{repo.name}'"
         scopes = (f"repository:{repo.path}:pull,push", f"repository:{from_repo}:pull")
         request = Request("POST", repo.domain, f"/v2/{repo.path}/blobs/uploads/", what,
