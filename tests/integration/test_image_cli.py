@@ -192,3 +192,39 @@ def test_prune_removes_dangling_images(corral, busybox_image, layered_image):
     assert corral.run("images", "-q").stdout == ""
     assert corral.blobs() == set()
     assert corral.snapshot_names() == set()
+
+
+def test_two_pulls_at_once_share_one_store(corral, layered_image, busybox_image):
+    args = [CORRAL, "--root", str(corral.root), "pull", "-q"]
+    pulls = [subprocess.Popen([*args, image], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for image in (layered_image[0], layered_image[0], busybox_image)]
+    for pull in pulls:
+        _, err = pull.communicate(timeout=120)
+        assert pull.returncode == 0, err
+    assert len(corral.run("images", "-q").stdout.split()) == 2
+    assert len(corral.snapshot_names()) == 4     # three layers + busybox's one
+    assert list((corral.root / "content/ingest").iterdir()) == []
+
+
+def test_progress_on_a_terminal(corral, layered_image):
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(CORRAL, [CORRAL, "--root", str(corral.root), "pull", layered_image[0]])
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, shown
+    text = shown.decode(errors="replace")
+    # rich draws a bar per layer with a byte count.
+    assert "Pull complete" in text and "━" in text and "kB" in text
+    assert f"Status: Downloaded newer image for {layered_image[0]}" in text

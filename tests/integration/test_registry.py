@@ -282,7 +282,7 @@ def test_forged_manifests(make_client, faulty_front, busybox_layout_dir):
         client.get_manifest(ref)
 
     faulty_front.serve(r"/manifests/", b"{}", {"Content-Type": "text/html"}, times=1)
-    with pytest.raises(BadContent, match="unknown media type 'text/html'"):
+    with pytest.raises(BadContent, match="unknown manifest media type 'text/html'"):
         client.get_manifest(ref)
 
     # Bytes that are not those of the digest the registry (or we) named.

@@ -62,14 +62,20 @@ def loads(data: bytes, what: str) -> dict:
     return document
 
 
+# Content types that say nothing about which kind of manifest a body is.
+_UNDECLARED = frozenset({"", "application/json", "text/plain", "application/octet-stream",
+                         "binary/octet-stream"})
+
+
 def media_type_of(data: bytes, declared: str | None, what: str) -> str:
     """The media type of a manifest document: the one the server declared,
     else its ``mediaType`` field, else guessed from its shape as the spec
     allows for documents without one."""
     document = loads(data, what)
     inner = document.get("mediaType")
-    if declared and declared not in ("application/json", "text/plain"):
-        media_type = declared.split(";")[0].strip()
+    declared = (declared or "").split(";")[0].strip().lower()
+    if declared not in _UNDECLARED:
+        media_type = declared
     elif isinstance(inner, str):
         media_type = inner
     elif "manifests" in document:
@@ -90,9 +96,9 @@ def media_type_of(data: bytes, declared: str | None, what: str) -> str:
 
 def check_media_type(media_type: str, what: str) -> None:
     if media_type in mediatypes.SCHEMA1:
-        raise NotSupported(f"{what}: a Docker schema 1 manifest, which corral does "
-                           f"not support; push the image again with a current "
-                           f"docker, skopeo or buildah")
+        raise NotSupported(f"{what}: it is a schema 1 manifest, which corral does "
+                           f"not support; push it again with a current docker, "
+                           f"skopeo or buildah")
     if media_type not in mediatypes.INDEXES and media_type not in mediatypes.MANIFESTS:
         raise BadContent(f"{what}: unknown manifest media type '{media_type}'")
 

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import httpx
 
+from .. import manifest as manifests
 from .. import mediatypes
 from ..digest import Digest
-from ..errors import BadContent, InvalidArgument, NotFound, NotSupported, RegistryError
+from ..errors import BadContent, InvalidArgument, NotFound, RegistryError
 from ..reference import Reference
 from . import blobs
 from ._http import Request, Transport, error_detail
@@ -31,8 +32,6 @@ log = logging.getLogger(__name__)
 # refuse to read more than that, so a hostile registry cannot fill memory.
 MANIFEST_MAX = 4 << 20
 _DEFAULT_CERTS_DIRS = (Path("/etc/corral/certs.d"), Path("/etc/docker/certs.d"))
-_JSON_TYPES = frozenset({"", "application/json", "text/plain",
-                         "application/octet-stream"})
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,7 @@ class Client:
             data = _read_limited(response, MANIFEST_MAX, what)
             content_type = response.headers.get("content-type", "")
             header_digest = response.headers.get("docker-content-digest")
-        media_type = _media_type(data, content_type, ref, what)
+        media_type = manifests.media_type_of(data, content_type, what)
         return Manifest(data, media_type, _manifest_digest(data, ref, header_digest, what))
 
     @contextmanager
@@ -233,38 +232,6 @@ def _read_limited(response: httpx.Response, limit: int, what: str) -> bytes:
             raise BadContent(f"{what}: larger than {limit} bytes")
         parts.append(chunk)
     return b"".join(parts)
-
-
-def _media_type(data: bytes, content_type: str, ref: Reference, what: str) -> str:
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    if media_type in mediatypes.SCHEMA1:
-        raise NotSupported(_schema1(ref))
-    if media_type in mediatypes.INDEXES or media_type in mediatypes.MANIFESTS:
-        return media_type
-    if media_type not in _JSON_TYPES:
-        raise BadContent(f"{what}: unknown media type '{media_type}'")
-    # No useful Content-Type: the document says what it is.
-    try:
-        document = json.loads(data)
-    except ValueError as exc:
-        raise BadContent(f"{what}: not JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise BadContent(f"{what}: not a JSON object")
-    if document.get("schemaVersion") == 1:
-        raise NotSupported(_schema1(ref))
-    declared = document.get("mediaType")
-    if declared in mediatypes.INDEXES or declared in mediatypes.MANIFESTS:
-        return declared
-    if declared is None and "manifests" in document:
-        return mediatypes.OCI_INDEX
-    if declared is None and "layers" in document and "config" in document:
-        return mediatypes.OCI_MANIFEST
-    raise BadContent(f"{what}: unknown media type '{declared or media_type}'")
-
-
-def _schema1(ref: Reference) -> str:
-    return (f"get manifest '{ref.familiar()}': it is a schema 1 manifest, which corral "
-            f"does not support; push it again with a current docker or skopeo")
 
 
 def _manifest_digest(data: bytes, ref: Reference, header: str | None,
