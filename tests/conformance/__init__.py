@@ -1,0 +1,1 @@
+"""Shared suites that every backend of an interface must pass."""
