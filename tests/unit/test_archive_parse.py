@@ -356,3 +356,33 @@ def test_bad_changes(change, fragment):
     with pytest.raises(InvalidArgument) as caught:
         apply_changes({}, [change])
     assert fragment in str(caught.value)
+
+
+def test_index_entries_name_tags_and_true_digests():
+    manifest = Digest("sha256", "a" * 64)
+    saved = oci_layout.SavedImage(
+        oci_layout.manifests.Descriptor(mediatypes.OCI_MANIFEST, manifest, 10),
+        {"os": "linux", "architecture": "amd64"},
+        ["docker.io/library/a:1", f"docker.io/library/a@{manifest}",
+         f"docker.io/library/a@sha256:{'b' * 64}"])
+    entries = oci_layout.index_entries(saved)
+    assert [e["annotations"] for e in entries] == [
+        {oci_layout.IMAGE_NAME: "docker.io/library/a:1", oci_layout.REF_NAME: "1"},
+        {oci_layout.IMAGE_NAME: f"docker.io/library/a@{manifest}"}]
+    assert all(e["platform"]["os"] == "linux" for e in entries)
+    saved.names = []
+    assert "annotations" not in oci_layout.index_entries(saved)[0]
+
+
+def test_layout_tarred_by_gnu_tar_with_dot_names(tmp_path):
+    """``tar -C layout -cf x.tar .`` names members ``./...`` after a ``.``."""
+    import subprocess
+
+    members = archives.oci_layout([Image([BASE], tags=["a:1"])])
+    root = archives.extract_layout(members, tmp_path / "layout")
+    subprocess.run(["tar", "-C", str(root), "-czf", str(tmp_path / "x.tgz"), "."],
+                   check=True)
+    with open(tmp_path / "x.tgz", "rb") as stream:
+        source = TarSource(stream, "archive 'x.tgz'", _staging(tmp_path))
+    (found,) = oci_layout.read_layout(source)
+    assert found.names == ["docker.io/library/a:1"]

@@ -231,11 +231,11 @@ class TarSource(Source):
                              f"{exc}") from exc
 
     def _member(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        if member.isdir():
+            return  # we make no directories, so their names do not matter
         name = clean_name(member.name, self.what)
         if name in self._blobs or name in self._links:
             raise BadContent(f"{self.what}: member '{name}': appears twice")
-        if member.isdir():
-            return
         if member.issym():
             target = member.linkname
             if target.startswith("/"):
@@ -467,10 +467,13 @@ def index_entries(saved: SavedImage) -> list[dict]:
     entries = []
     for name in saved.names:
         ref = references.parse(name)
-        if ref.tag is None:
-            continue
-        entries.append({**base, "annotations": {IMAGE_NAME: str(ref),
-                                                REF_NAME: ref.tag}})
+        if ref.digest is None and ref.tag is not None:
+            entries.append({**base, "annotations": {IMAGE_NAME: str(ref),
+                                                    REF_NAME: ref.tag}})
+        elif ref.digest == saved.manifest.digest:
+            # A digest name is true of this manifest, so a loader can check it
+            # (one by an index digest cannot be: the index is not saved).
+            entries.append({**base, "annotations": {IMAGE_NAME: name}})
     return entries or [base]
 
 
