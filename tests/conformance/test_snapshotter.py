@@ -251,3 +251,12 @@ def test_a_child_sees_every_attribute_of_its_parent(snap, mount):
     assert (os.readlink(child / "d/sym"), os.lstat(child / "d/sym").st_uid) == ("suid", 9)
     assert os.lstat(child / "d/null").st_rdev == os.makedev(1, 3)
     assert stat.S_ISFIFO(os.lstat(child / "d/fifo").st_mode)
+
+
+def test_the_default_kind_is_probed_once_and_remembered(tmp_path):
+    root = tmp_path / "probe"
+    assert open_snapshotter(root).name == "overlay"  # ext4 or tmpfs: overlay works
+    assert (root / "default-kind").read_text() == "overlay\n"
+    assert not [name for name in os.listdir(root) if name.startswith("probe-")]
+    (root / "default-kind").write_text("native\n")
+    assert open_snapshotter(root).name == "native"

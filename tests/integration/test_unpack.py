@@ -10,6 +10,7 @@ import os
 import shutil
 import stat
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -308,3 +309,19 @@ def test_same_tree_as_umoci_unpack(tmp_path):
     assert ours == theirs
     assert "var/cache/new" in ours and "var/cache/a" not in ours
     assert ours["bin/su"][1] == 0o4755
+
+
+def test_numbers_too_big_for_the_kernel_are_refused(arena):
+    target, _ = arena
+    _refused(target, Layer().file("big-uid", b"x", uid=2**40).tar(), "big-uid")
+    # GNU headers carry device numbers in base-256, so they can be huge.
+    tar = Layer(tarfile.GNU_FORMAT).char("big-dev", 2**40, 1).tar()
+    _refused(target, tar, "big-dev")
+
+
+def test_errors_of_the_callers_stream_become_layer_errors(arena):
+    target, _ = arena
+    stream = io.BytesIO(Layer().file("f", b"x").tar())
+    stream.close()
+    with pytest.raises(LayerError, match="apply layer 'closed': read: "):
+        apply_layer(target, stream, None, what="closed")

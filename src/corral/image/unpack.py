@@ -33,7 +33,7 @@ from typing import BinaryIO, Protocol
 
 from .. import _syscalls
 from .digest import Digest
-from .errors import LayerError
+from .errors import Error, LayerError
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,8 @@ def _apply_entry(writer: _Writer, entry: Entry | None, reader: TarReader) -> Non
             writer.finish()
         else:
             writer.apply(entry, reader)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, OverflowError) as exc:
+        # OverflowError: ids, times or device numbers too big for the kernel.
         name = "" if entry is None else os.fsdecode(entry.name)
         cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         if entry is None:
@@ -428,9 +429,15 @@ class TarReader:
             chunk = self._source.read(_CHUNK)
         except _BrokenStream as exc:
             raise LayerError(f"apply layer '{self.what}': {exc}") from exc
+        except Error:
+            raise  # the caller's stream checks the blob (a Verifier, say)
         except OSError as exc:
             raise LayerError(f"apply layer '{self.what}': read: "
                              f"{exc.strerror or exc}") from exc
+        except Exception as exc:
+            # Whatever else the caller's file object raises: our callers
+            # expect only our own errors.
+            raise LayerError(f"apply layer '{self.what}': read: {exc}") from exc
         self.size += len(chunk)
         return chunk
 
