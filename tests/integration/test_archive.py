@@ -304,3 +304,39 @@ def test_import_of_garbage_leaves_the_store_unchanged(tmp_path, store):
     with pytest.raises(InvalidArgument, match="RUN"):
         archive.import_rootfs(store, tmp_path / "junk", reference=None, changes=["RUN x"])
     assert _state(store) == before
+
+
+# docker itself ------------------------------------------------------------------------
+
+
+def test_docker_loads_what_we_save_and_we_load_what_it_saves(tmp_path, store, busybox):
+    """docker 20.10's load reads our Docker 25 form; its save (the 1.10-24
+    form, <id>/layer.tar) loads here with the same image ID."""
+    from .peers import Dockerd, make_workdir
+
+    for program in ("dockerd", "docker", "containerd"):
+        if shutil.which(program) is None:
+            pytest.skip(f"{program} is not installed (apt-get install docker.io)")
+    (image,) = archive.load(store, busybox.path)
+    store.tag(image, "corral.test/busybox:docker")
+    archive.save(store, ["corral.test/busybox:docker"], tmp_path / "ours.tar")
+    daemon = Dockerd(make_workdir("arc"), {})
+    try:
+        daemon.start()
+        daemon.load_image(tmp_path / "ours.tar")
+        inspected = json.loads(daemon.docker("image", "inspect",
+                                             "corral.test/busybox:docker").stdout)
+        assert inspected[0]["Id"] == str(image.id)
+        assert inspected[0]["RootFS"]["Layers"] == busybox.diff_ids
+        daemon.docker("tag", "corral.test/busybox:docker", "corral.test/again:1")
+        saved = daemon.docker("save", "--output", str(tmp_path / "theirs.tar"),
+                              "corral.test/again:1")
+        assert saved.returncode == 0, saved.stderr
+    finally:
+        left = daemon.cleanup()
+        assert not left, f"dockerd left behind: {left}"
+    with Store(tmp_path / "second") as second:
+        (loaded,) = archive.load(second, tmp_path / "theirs.tar")
+        assert loaded.id == image.id and loaded.names == ["corral.test/again:1"]
+        with tree(second, loaded) as root:
+            assert (root / "bin/busybox").exists()
