@@ -17,6 +17,7 @@ from corral import _syscalls as sc
 
 from . import hooks, log
 from .cgroups import Cgroup, mounts
+from .channel import ExecConfig, InitConfig
 from .errors import (
     CorruptState,
     Error,
@@ -25,7 +26,6 @@ from .errors import (
     NotFound,
     SetupError,
 )
-from .init import ExecConfig, InitConfig
 from .launch import check_preserved, namespace_paths, spawn_exec, spawn_init
 from .spec import load_bundle, rootfs_path
 from .state import (
@@ -35,6 +35,7 @@ from .state import (
     container_dir,
     process_start_time,
     remove_dir,
+    write_json,
 )
 
 
@@ -93,20 +94,18 @@ def create(root: str, container_id: str, options: CreateOptions,
 
         raise AlreadyExists(container_id) from None
 
+    # Only what stage 1 needs at fork time comes before the fork (the state
+    # directory, the fifo, a console); the rest waits for prepare(), which
+    # runs while the child imports its modules (see launch.spawn_init).
     cgroup: Cgroup | None = None
     state_dir_fd = -1
     own_console = -1
     try:
-        from .state import write_json
-
-        write_json(os.path.join(directory, "spec.json"), spec)
         fifo = os.path.join(directory, FIFO)
         os.mkfifo(fifo, 0o622)
         os.chmod(fifo, 0o622)  # past the umask: init may be root of a user namespace
         state_dir_fd = os.open(directory, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
         linux = spec.get("linux") or {}
-        cgroup_mounts = mounts()
-        cgroup = Cgroup.plan(linux.get("cgroupsPath"), container_id, cgroup_mounts)
         if spec["process"].get("terminal") and console_fd < 0:
             if not options.console_socket:
                 raise InvalidSpec(
@@ -117,14 +116,19 @@ def create(root: str, container_id: str, options: CreateOptions,
             container_id=container_id, spec=spec, bundle=bundle,
             rootfs_path=rootfs_path(bundle, spec), state_dir_fd=state_dir_fd,
             console_fd=console_fd, no_pivot=options.no_pivot,
-            preserve_fds=options.preserve_fds, cgroup_mounts=cgroup_mounts,
-            cgroup_paths=cgroup.paths,
+            preserve_fds=options.preserve_fds,
         )
-        def make_cgroup() -> None:
+
+        def prepare() -> tuple[Cgroup, dict[str, str]]:
+            nonlocal cgroup
+            write_json(os.path.join(directory, "spec.json"), spec)
+            cgroup_mounts = mounts()
+            cgroup = Cgroup.plan(linux.get("cgroupsPath"), container_id, cgroup_mounts)
             cgroup.create(cgroup_mounts)
             cgroup.apply(linux.get("resources") or {})
+            return cgroup, cgroup_mounts
 
-        pid = spawn_init(config, cgroup, spec, make_cgroup)
+        pid = spawn_init(config, spec, prepare)
         state = State(root, container_id, {
             "ociVersion": spec["ociVersion"],
             "id": container_id,

@@ -14,7 +14,7 @@ cgroup it is in.
 
 Stage 1 exits as soon as init exists; init is then reparented (to the caller
 if it is a subreaper, as containerd's shim and ``run`` are). Parent and
-children talk over a pair of pipes, one JSON object per line (``Channel``).
+children talk over a pair of pipes, one JSON object per line (channel.py).
 A child that fails sends ``{"error": message}`` and exits; the parent raises
 it. The pipes are close-on-exec, so when init finally execs the user process
 nothing of the runtime is left open in it.
@@ -22,9 +22,9 @@ nothing of the runtime is left open in it.
 Every child leaves through os._exit: a child must never return into the
 parent's Python code.
 
-The modules only the children use (``process``, ``rootfs``, and ctypes'
-syscalls through them) are imported by the children themselves, right after
-the fork: the parent, meanwhile, makes the cgroup, so the two costs overlap.
+Only the children run this module's code, but the parent imports it, and
+with it what only the children use (``process``, ``rootfs``), before it
+forks: see launch.py for why.
 """
 
 from __future__ import annotations
@@ -32,90 +32,12 @@ from __future__ import annotations
 import _signal
 import os
 
-from corral import _json as json
 from corral import _syscalls as sc
 
-from . import hooks, namespaces
-from .errors import Error, SetupError
+from . import hooks, namespaces, process, rootfs
+from .channel import Channel, ExecConfig, InitConfig, describe, run_child
+from .errors import SetupError
 from .state import FIFO
-
-
-class Channel:
-    """One end of the parent/child pipes: JSON objects, one per line."""
-
-    def __init__(self, read_fd: int, write_fd: int) -> None:
-        self.read_fd = read_fd
-        self.write_fd = write_fd
-        self._buffer = b""
-
-    def send(self, message: dict) -> None:
-        os.write(self.write_fd, json.dumps(message).encode() + b"\n")
-
-    def recv(self) -> dict | None:
-        """The next message, or None when the other end has closed."""
-        while b"\n" not in self._buffer:
-            chunk = os.read(self.read_fd, 65536)
-            if not chunk:
-                return None
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return json.loads(line)
-
-    def expect(self, key: str) -> dict:
-        message = self.recv()
-        if message is None:
-            raise SetupError("the runtime's parent process went away")
-        if key not in message:
-            raise SetupError(f"unexpected message {message!r}, wanted {key!r}")
-        return message
-
-    def close(self) -> None:
-        for fd in (self.read_fd, self.write_fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-
-def describe(exc: BaseException) -> str:
-    if isinstance(exc, Error):
-        return str(exc)
-    if isinstance(exc, OSError):
-        where = f" '{exc.filename}'" if exc.filename else ""
-        return f"{exc.strerror or exc}{where}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def run_child(channel: Channel, body, *args) -> None:
-    """Run BODY in a forked child; report its failure; never return."""
-    try:
-        body(channel, *args)
-    except BaseException as exc:  # noqa: BLE001 - reported to the parent
-        try:
-            channel.send({"error": describe(exc)})
-        except OSError:
-            pass
-        os._exit(1)
-    os._exit(0)
-
-
-class InitConfig:
-    """Everything init needs, handed over by fork (nothing is serialized)."""
-
-    def __init__(self, *, container_id: str, spec: dict, bundle: str, rootfs_path: str,
-                 state_dir_fd: int, console_fd: int, no_pivot: bool, preserve_fds: int,
-                 cgroup_mounts: dict[str, str], cgroup_paths: dict[str, str]) -> None:
-        self.container_id = container_id
-        self.spec = spec
-        self.bundle = bundle
-        self.rootfs_path = rootfs_path
-        self.state_dir_fd = state_dir_fd
-        self.console_fd = console_fd
-        self.no_pivot = no_pivot
-        self.preserve_fds = preserve_fds
-        self.cgroup_mounts = cgroup_mounts
-        self.cgroup_paths = cgroup_paths
-
 
 # -- stage 1: namespaces -------------------------------------------------------
 
@@ -150,8 +72,6 @@ def enter_namespaces(channel: Channel, wanted: dict[str, str | None],
 
 
 def stage1(channel: Channel, config: InitConfig) -> None:
-    from . import process, rootfs  # noqa: F401 - the children's modules (see above)
-
     channel.expect("go")
     sc.prctl(sc.PR_SET_DUMPABLE, 0)
     spec = config.spec
@@ -168,8 +88,6 @@ def stage1(channel: Channel, config: InitConfig) -> None:
 
 
 def container_init(channel: Channel, config: InitConfig) -> None:
-    from . import process, rootfs
-
     setup = channel.expect("setup")
     os.setsid()
     sc.prctl(sc.PR_SET_DUMPABLE, 0)
@@ -193,7 +111,7 @@ def container_init(channel: Channel, config: InitConfig) -> None:
     root = rootfs.Rootfs(config.rootfs_path, config.bundle)
     rootfs.prepare(root, linux.get("rootfsPropagation"))
     mounts = spec.get("mounts") or []
-    root.mount_all(mounts, config.cgroup_mounts, config.cgroup_paths,
+    root.mount_all(mounts, setup["cgroup_mounts"], setup["cgroup_paths"],
                    new_cgroupns=new_cgroupns, before_cgroup=wait_joined)
     if not root.has_bind_dev(mounts):
         root.create_devices(linux.get("devices") or [], in_userns)
@@ -251,8 +169,6 @@ def wait_for_start(config: InitConfig, spec: dict, proc: dict, executable: str,
     and let execve close it: ``start`` reads to end of file, so anything else
     it reads is our error message.
     """
-    from . import process
-
     # As pid 1 we would ignore every signal without a handler, even from the
     # host: give the usual terminating ones a handler, so that `kill` of a
     # created container ends it. execve resets them to the defaults.
@@ -289,8 +205,6 @@ def finish_process(proc: dict, in_userns: bool, preserve_fds: int,
     it is loaded before the user switch drops it (as runc does); with
     no_new_privs it comes last, so that it filters nothing of ours.
     """
-    from . import process
-
     for fd in range(3, 3 + preserve_fds):
         try:
             os.set_inheritable(fd, True)
@@ -320,20 +234,7 @@ def build_seccomp(spec: dict, proc: dict):
 # -- exec: join a running container ---------------------------------------------
 
 
-class ExecConfig:
-    def __init__(self, *, proc: dict, spec: dict, namespace_paths: dict[str, str],
-                 in_userns: bool, console_fd: int, preserve_fds: int) -> None:
-        self.proc = proc
-        self.spec = spec
-        self.namespace_paths = namespace_paths
-        self.in_userns = in_userns
-        self.console_fd = console_fd
-        self.preserve_fds = preserve_fds
-
-
 def exec_stage1(channel: Channel, config: ExecConfig) -> None:
-    from . import process  # noqa: F401 - before the container's mounts hide it
-
     channel.expect("go")
     sc.prctl(sc.PR_SET_DUMPABLE, 0)
     seccomp_filter = build_seccomp(config.spec, config.proc)
@@ -353,8 +254,6 @@ def exec_stage1(channel: Channel, config: ExecConfig) -> None:
 
 
 def exec_child(channel: Channel, config: ExecConfig, seccomp_filter) -> None:
-    from . import process
-
     proc = config.proc
     sc.prctl(sc.PR_SET_DUMPABLE, 0)
     os.chdir("/")

@@ -1,10 +1,18 @@
 """The parent's side of making a container process (see init.py).
 
-``spawn_init`` drives create: it forks stage 1, puts it in the cgroup,
-writes user-namespace maps when asked, runs the runtime-namespace hooks when
-init reaches them, and returns init's pid once init reports ready.
-``spawn_exec`` does the same for a process joining a running container.
-Any failure kills what was started and raises; the caller removes the rest.
+``spawn_init`` drives create: it forks stage 1, makes the cgroup while the
+child makes the namespaces, writes user-namespace maps when asked, puts init
+in the cgroup, runs the runtime-namespace hooks when init reaches them, and
+returns init's pid once init reports ready. ``spawn_exec`` does the same for
+a process joining a running container. Any failure kills what was started
+and raises; the caller removes the rest.
+
+We import the children's modules (init.py and, through it, ctypes, process
+and rootfs) here, before the fork, although only the children use them.
+Forking first and importing in the child was measured slower on our 2-core
+machines: after a fork every page either process writes is copied, and
+Python writes to most of the pages it reads (reference counts), so two
+processes busy at once pay for the same pages twice.
 """
 
 from __future__ import annotations
@@ -14,8 +22,9 @@ import os
 
 from . import hooks, log, namespaces
 from .cgroups import Cgroup
+from .channel import Channel, ExecConfig, InitConfig, run_child
 from .errors import Error, SetupError
-from .init import Channel, ExecConfig, InitConfig, exec_stage1, run_child, stage1
+from .init import exec_stage1, stage1
 
 
 def _fork(body, config) -> tuple[int, Channel]:
@@ -62,17 +71,18 @@ def _receive(channel: Channel, stage: str) -> dict:
     return message
 
 
-def spawn_init(config: InitConfig, cgroup: Cgroup, spec: dict, make_cgroup) -> int:
+def spawn_init(config: InitConfig, spec: dict, prepare) -> int:
     """Fork the container's init; return its pid once it waits for start.
 
-    MAKE_CGROUP creates and limits the cgroup; it runs while stage 1 makes
-    the namespaces, since neither waits for the other until init is moved.
+    PREPARE writes what create keeps and makes and limits the cgroup; it
+    returns the ``Cgroup`` and the cgroup mounts it found, and runs while
+    stage 1 makes the namespaces.
     """
     pid, channel = _fork(stage1, config)
     init_pid = 0
     try:
         channel.send({"go": True})
-        make_cgroup()
+        cgroup, cgroup_mounts = prepare()
         message = _receive(channel, "stage 1")
         if "userns" in message:
             namespaces.write_id_maps(pid, spec.get("linux") or {})
@@ -80,7 +90,8 @@ def spawn_init(config: InitConfig, cgroup: Cgroup, spec: dict, make_cgroup) -> i
             message = _receive(channel, "stage 1")
         init_pid = message["init"]
         _reap(pid)
-        channel.send({"setup": True, "pid": init_pid})
+        channel.send({"setup": True, "pid": init_pid, "cgroup_mounts": cgroup_mounts,
+                      "cgroup_paths": cgroup.paths})
         # Init builds its rootfs while we wait here: moving a process into a
         # v1 cgroup waits for an RCU grace period (10-20 ms on our machines).
         cgroup.join(init_pid)
