@@ -29,6 +29,7 @@ from .. import _syscalls
 from ..oci.spec import default_spec
 from .errors import Error, InvalidArgument, NotFound
 from .manifest import ImageConfig
+from .mount import is_mount_point
 from .store import Image, Store
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -258,7 +259,7 @@ def remove_bundle(store: Store, bundle: Path, key: str) -> None:
     from .mount import unmount
 
     rootfs = bundle / "rootfs"
-    if os.path.ismount(rootfs):
+    if is_mount_point(rootfs):
         unmount(rootfs)
     with contextlib.suppress(NotFound):
         store.snapshots.remove(key)

@@ -81,7 +81,7 @@ def apply(store, layer: Descriptor, diff_id: Digest, name: str, parent: str | No
     from .unpack import apply_layer
 
     short = layer.digest.short
-    what = f"image '{image}': layer '{layer.digest}'"
+    what = f"image '{image}'"
     compression = mediatypes.LAYER_COMPRESSION.get(layer.media_type, "gzip")
     key = f"extract-{uuid.uuid4().hex} {name}"
     target = store.tmp / key.split()[0]
@@ -93,12 +93,15 @@ def apply(store, layer: Descriptor, diff_id: Digest, name: str, parent: str | No
         mount_all(mounts, target)
         mounted = True
         with store.content.open(layer.digest) as blob:
-            applied = apply_layer(target, blob, compression, what=what)
+            try:
+                applied = apply_layer(target, blob, compression, what=str(layer.digest))
+            except LayerError as exc:
+                raise LayerError(f"{what}: {exc}", entry=exc.entry) from exc
         unmount(target)
         mounted = False
         if applied.diff_id != diff_id:
-            raise LayerError(f"{what}: unpacked to {applied.diff_id}, but the image "
-                             f"config says {diff_id}")
+            raise LayerError(f"{what}: layer '{layer.digest}' unpacked to "
+                             f"{applied.diff_id}, but the image config says {diff_id}")
         try:
             store.snapshots.commit(name, key)
         except AlreadyExists:

@@ -8,6 +8,7 @@ so snapshotters stay testable without root.
 from __future__ import annotations
 
 import errno
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -134,3 +135,27 @@ def _detach(path: str) -> None:
         _syscalls.umount2(path, _syscalls.MNT_DETACH | _syscalls.UMOUNT_NOFOLLOW)
     except OSError as exc:
         raise FailedPrecondition(f"unmount '{path}': {exc.strerror}") from exc
+
+
+def is_mount_point(path: Path) -> bool:
+    """Whether something is mounted at ``path``, from /proc/self/mountinfo.
+
+    ``os.path.ismount`` cannot tell: a bind mount from the same filesystem
+    has the same device number as its parent directory.
+    """
+    target = os.path.realpath(path)
+    with open("/proc/self/mountinfo", "rb") as mountinfo:
+        for line in mountinfo:
+            # Field 5 is the mount point, with space, tab, newline and
+            # backslash octal-escaped.
+            point = line.split(b" ", 5)[4].decode(errors="surrogateescape")
+            if _unescape(point) == target:
+                return True
+    return False
+
+
+def _unescape(text: str) -> str:
+    if "\\" not in text:
+        return text
+    return (text.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n")
+            .replace("\\134", "\\"))

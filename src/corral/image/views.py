@@ -7,10 +7,10 @@ A view is a read-only snapshot on the image's top layer, mounted under
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 from .errors import Error, NotFound
+from .mount import is_mount_point
 from .store import Image, Store
 
 
@@ -23,7 +23,7 @@ def mount_path(store: Store, image: Image) -> Path:
 
 
 def is_mounted(store: Store, image: Image) -> bool:
-    return os.path.ismount(mount_path(store, image))
+    return is_mount_point(mount_path(store, image))
 
 
 def mount(store: Store, image: Image) -> Path:
@@ -31,7 +31,7 @@ def mount(store: Store, image: Image) -> Path:
     from .mount import mount_all
 
     path = mount_path(store, image)
-    if os.path.ismount(path):
+    if is_mount_point(path):
         return path
     with store.lock():
         with contextlib.suppress(NotFound):
@@ -54,7 +54,7 @@ def unmount(store: Store, image: Image) -> bool:
     from .mount import unmount as unmount_path
 
     path = mount_path(store, image)
-    mounted = os.path.ismount(path)
+    mounted = is_mount_point(path)
     if mounted:
         unmount_path(path)
     with contextlib.suppress(NotFound):
