@@ -112,6 +112,16 @@ class ContentStore:
         finally:
             os.close(fd)
 
+    def adopt(self, path: Path, digest: Digest) -> bool:
+        """Move a file that the caller has verified to be ``digest`` into the
+        store (it must be on the store's file system); False, and the file
+        left alone, if the store has the blob already."""
+        if self.has(digest):
+            return False
+        os.chmod(path, 0o600)
+        os.rename(path, self.path(digest))
+        return True
+
     def delete(self, digest: Digest) -> bool:
         try:
             os.unlink(self.path(digest))

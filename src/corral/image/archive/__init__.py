@@ -259,11 +259,8 @@ def _record(store: Store, found: list[Found], what: str, progress) -> list[Image
 def _commit_blob(store: Store, blob: Blob, added: list[Digest]) -> None:
     """Move a staged, verified blob into the content store (the staging
     directory is on the store's file system, so this is a rename)."""
-    if store.content.has(blob.digest):
-        return
-    os.chmod(blob.path, 0o600)
-    os.rename(blob.path, store.content.path(blob.digest))
-    added.append(blob.digest)
+    if store.content.adopt(blob.path, blob.digest):
+        added.append(blob.digest)
 
 
 def _image(found: Found, size: int) -> Image:

@@ -16,7 +16,6 @@ import contextlib
 import datetime
 import hashlib
 import json
-import os
 import posixpath
 import shlex
 import signal
@@ -140,11 +139,8 @@ def _store_layer(store: Store, stream: BinaryIO, what: str,
         with open(partial, "xb") as out:
             digest, size, diff_id = _recompress(_Prefixed(head, stream),
                                                 compression_of(head), out, what)
-        if store.content.has(digest):
-            return manifests.Descriptor(mediatypes.OCI_LAYER_GZIP, digest, size), diff_id
-        os.chmod(partial, 0o600)
-        os.rename(partial, store.content.path(digest))
-        added.append(digest)
+        if store.content.adopt(partial, digest):
+            added.append(digest)
     finally:
         partial.unlink(missing_ok=True)
     return manifests.Descriptor(mediatypes.OCI_LAYER_GZIP, digest, size), diff_id
