@@ -9,8 +9,13 @@ import pytest
 from corral.image import mediatypes
 from corral.image.digest import Digest
 from corral.image.errors import BadContent, NotSupported
-from corral.image.manifest import (chain_ids, media_type_of, parse_config, parse_index,
-                                   parse_manifest)
+from corral.image.manifest import (
+    chain_ids,
+    media_type_of,
+    parse_config,
+    parse_index,
+    parse_manifest,
+)
 from corral.image.platform import Platform
 
 D1 = Digest.of(b"1")

@@ -10,7 +10,7 @@ import tarfile
 import pytest
 
 from corral.image.errors import LayerError
-from corral.image.unpack import TarReader, _Inflate, _number, _parse_pax, clean_name
+from corral.image.tarstream import TarReader, _Inflate, _number, _parse_pax, clean_name
 from tests.layers import Layer, compress
 
 
