@@ -40,6 +40,8 @@ def ago(timestamp: float | None, now: float | None = None) -> str:
     seconds = max(0.0, (now or time.time()) - timestamp)
     if seconds < 1:
         return "Less than a second ago"
+    if seconds < 2:
+        return "1 second ago"
     if seconds < 60:
         return f"{int(seconds)} seconds ago"
     minutes = seconds / 60

@@ -43,8 +43,11 @@ def push(store: Store, client, image: Image, ref: Reference, *,
         progress(layer.digest.short, "Preparing", None, None)
     with concurrent.futures.ThreadPoolExecutor(PARALLEL_UPLOADS,
                                                thread_name_prefix="push") as pool:
-        for future in [pool.submit(_push_blob, store, client, ref, desc, sources,
-                                   chunk_size, progress) for desc in blobs]:
+        # Docker shows the layers only, not the config.
+        shown = [no_progress] + [progress] * len(manifest.layers)
+        futures = [pool.submit(_push_blob, store, client, ref, desc, sources, chunk_size,
+                               report) for desc, report in zip(blobs, shown, strict=True)]
+        for future in futures:
             future.result()
     data = store.content.read(image.manifest)
     digest = client.put_manifest(ref, data, image.media_type)
