@@ -236,3 +236,32 @@ def test_progress_on_a_terminal(corral, layered_image):
     # rich draws a bar per layer with a byte count.
     assert "Pull complete" in text and "━" in text and "kB" in text
     assert f"Status: Downloaded newer image for {layered_image[0]}" in text
+
+
+def test_push_then_skopeo_and_umoci_read_it(corral, busybox_image, registry, tmp_path):
+    corral.run("pull", "-q", busybox_image)
+    target = registry.ref(f"pushed/{corral.root.parent.name[-8:].lower()}:2")
+    corral.run("tag", busybox_image, target)
+    pushed = corral.run("push", target).stdout
+    # Same registry, another repository: the layer is mounted, not uploaded.
+    assert "Mounted from test/busybox" in pushed or "Layer already exists" in pushed
+    digest = pushed.strip().splitlines()[-1].split("digest: ")[1].split()[0]
+    seen = images.inspect(target)
+    assert seen["Digest"] == digest
+    [document] = json.loads(corral.run("inspect", target).stdout)
+    assert f"{target.rsplit(':', 1)[0]}@{digest}" in document["RepoDigests"]
+    assert "Layer already exists" in corral.run("push", target).stdout
+    # umoci unpacks what skopeo copies of our push to the same tree we run.
+    layout = tmp_path / "layout"
+    subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
+                    f"docker://{target}", f"oci:{layout}:x"], check=True, timeout=60)
+    subprocess.run(["umoci", "unpack", "--image", f"{layout}:x", str(tmp_path / "b")],
+                   check=True, capture_output=True, timeout=60)
+    mounted = Path(corral.run("image", "mount", target).stdout.strip())
+    assert sorted(os.listdir(tmp_path / "b/rootfs/bin")) == sorted(os.listdir(mounted / "bin"))
+
+
+def test_push_of_an_image_not_in_the_store(corral, registry):
+    result = corral.run("push", registry.ref("nothing/here:1"), check=False)
+    assert result.returncode == 1
+    assert "no such image" in result.stderr
