@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -143,7 +144,7 @@ def test_layer_with_a_path_escape(corral, private_registry, tmp_path, name):
         info = tarfile.TarInfo(name)
         info.size = 4
         tar.addfile(info, io.BytesIO(b"bad\n"))
-    layout = layout_with(tmp_path, "escape", [buffer.getvalue()])
+    layout = layout_with(tmp_path, "hostile-layout", [buffer.getvalue()])
     reference = private_registry.ref("bad/escape:1")
     images.push(layout.path, layout.tag, reference)
     result = corral.run("pull", reference, check=False)
@@ -224,3 +225,28 @@ def test_wrong_password(corral, auth_registry, busybox_layout_dir, tmp_path):
     assert_consistent(corral)
     corral.run(*args, "--authfile", str(auth_registry.docker_config))
     assert_consistent(corral, images_expected=1)
+
+
+def test_a_pull_killed_midway_is_completed_by_the_next(corral, private_registry, tmp_path):
+    import signal
+    import time
+
+    from tests.integration.test_image_cli import CORRAL
+
+    reference = private_registry.ref("bad/killed:1")
+    layout = images.layered_layout(tmp_path / "layout", layers=3, total_mb=40)
+    images.push(layout.path, layout.tag, reference)
+    corral.run("images")
+    pull = subprocess.Popen([CORRAL, "--root", str(corral.root), "pull", reference],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Kill it while a layer is being extracted: its mount is up.
+    deadline = time.monotonic() + 30
+    while pull.poll() is None and time.monotonic() < deadline:
+        with open("/proc/self/mountinfo") as mountinfo:
+            if f"{corral.root}/tmp/extract-" in mountinfo.read():
+                break
+    pull.send_signal(signal.SIGKILL)
+    assert pull.wait() == -signal.SIGKILL, "the pull ended before it could be killed"
+    corral.run("pull", reference)
+    assert_consistent(corral, images_expected=1)
+    assert len(corral.snapshot_names()) == 3

@@ -109,6 +109,11 @@ class ContentStore:
             except BadContent:
                 writer.discard()
                 raise
+            except BaseException:
+                # Nothing to resume from: leave no empty ingest behind.
+                if not writer.done and os.fstat(fd).st_size == 0:
+                    _unlink_if_same(path, fd)
+                raise
         finally:
             os.close(fd)
 

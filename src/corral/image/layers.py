@@ -60,6 +60,50 @@ def unpack(store, layers: Sequence[Descriptor], diff_ids: Sequence[Digest], *,
     return size
 
 
+# Extraction keys are "extract-<pid>-<start time>-<random> <chain ID>": the
+# process that owns one is known, so a later process can tell an
+# extraction in progress from one whose process was killed.
+_EXTRACT = "extract-"
+
+
+def _owner(pid: int | None = None) -> str:
+    pid = pid or os.getpid()
+    return f"{pid}-{_start_time(pid)}"
+
+
+def _start_time(pid: int) -> str:
+    """Field 22 of /proc/PID/stat: when the process started (PIDs are reused)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return "gone"
+
+
+def recover(store) -> int:
+    """Undo the extractions of processes that died mid-way (a killed pull):
+    unmount their mount under tmp/ and remove their active snapshot. The
+    number undone."""
+    from .mount import unmount
+
+    undone = 0
+    for info in list(store.snapshots.walk()):
+        if info.kind != "active" or not info.name.startswith(_EXTRACT):
+            continue
+        tag = info.name.split()[0]
+        pid, _, rest = tag[len(_EXTRACT):].partition("-")
+        started = rest.rsplit("-", 1)[0]
+        if pid.isdigit() and _start_time(int(pid)) == started:
+            continue
+        unmount(store.tmp / tag)
+        with contextlib.suppress(OSError):
+            os.rmdir(store.tmp / tag)
+        with contextlib.suppress(Error):
+            store.snapshots.remove(info.name)
+            undone += 1
+    return undone
+
+
 def _committed(store, name: str) -> bool:
     try:
         return store.snapshots.stat(name).kind == "committed"
@@ -83,7 +127,7 @@ def apply(store, layer: Descriptor, diff_id: Digest, name: str, parent: str | No
     short = layer.digest.short
     what = f"image '{image}'"
     compression = mediatypes.LAYER_COMPRESSION.get(layer.media_type, "gzip")
-    key = f"extract-{uuid.uuid4().hex} {name}"
+    key = f"{_EXTRACT}{_owner()}-{uuid.uuid4().hex[:12]} {name}"
     target = store.tmp / key.split()[0]
     progress(short, "Extracting", 0, layer.size)
     mounted = False

@@ -36,6 +36,7 @@ from . import reference as references
 from .content import ContentStore
 from .digest import Digest
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from .layers import recover
 
 DEFAULT_ROOT = Path("/var/lib/corral")
 
@@ -99,6 +100,7 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        recover(self)
 
     def close(self) -> None:
         self._db.close()
