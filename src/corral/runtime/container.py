@@ -94,9 +94,9 @@ def create(root: str, container_id: str, options: CreateOptions,
 
         raise AlreadyExists(container_id) from None
 
-    # Only what stage 1 needs at fork time comes before the fork (the state
-    # directory, the fifo, a console); the rest waits for prepare(), which
-    # runs while the child imports its modules (see launch.spawn_init).
+    # Only what the child needs at fork time comes before the fork (the state
+    # directory, the fifo, a console); the rest is done while it makes the
+    # container's namespaces and rootfs (see launch.spawn_init).
     cgroup: Cgroup | None = None
     state_dir_fd = -1
     own_console = -1
@@ -119,16 +119,18 @@ def create(root: str, container_id: str, options: CreateOptions,
             preserve_fds=options.preserve_fds,
         )
 
-        def prepare() -> tuple[Cgroup, dict[str, str]]:
+        def make_cgroup() -> tuple[Cgroup, dict[str, str]]:
             nonlocal cgroup
-            write_json(os.path.join(directory, "spec.json"), spec)
             cgroup_mounts = mounts()
             cgroup = Cgroup.plan(linux.get("cgroupsPath"), container_id, cgroup_mounts)
             cgroup.create(cgroup_mounts)
             cgroup.apply(linux.get("resources") or {})
             return cgroup, cgroup_mounts
 
-        pid = spawn_init(config, spec, prepare)
+        def write_spec() -> None:
+            write_json(os.path.join(directory, "spec.json"), spec)
+
+        pid = spawn_init(config, spec, make_cgroup, write_spec)
         state = State(root, container_id, {
             "ociVersion": spec["ociVersion"],
             "id": container_id,

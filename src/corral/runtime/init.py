@@ -1,19 +1,24 @@
 """The processes that become a container: stage 1 and init.
 
-``create`` forks twice, as runc does, because a new pid (or time) namespace
-applies only to the children of the process that makes it::
+With a new user (or time) namespace, ``create`` forks twice, as runc does,
+because a new pid (or time) namespace applies only to the children of the
+process that makes it, and the user namespace must be made first::
 
     corral-runtime create (parent)        host namespaces; writes state
       └─ stage 1                           unshares/joins the namespaces
            └─ init (pid 1 of the container) builds the rootfs, waits, execs
 
-The parent moves init into its cgroup while init builds the rootfs (the
-move is slow in the kernel); init waits for that before the first cgroup
-mount or hook, and only then makes its cgroup namespace, whose root is the
-cgroup it is in.
-
 Stage 1 exits as soon as init exists; init is then reparented (to the caller
-if it is a subreaper, as containerd's shim and ``run`` are). Parent and
+if it is a subreaper, as containerd's shim and ``run`` are). Without one,
+the parent makes (or joins) the pid namespace itself and forks init
+directly (``stage1_and_init``, launch.py), which does stage 1's part first.
+
+The parent makes the cgroup and moves init into it while init builds the
+rootfs (the move is slow in the kernel); init waits for that before the
+first cgroup mount or hook, and only then makes its cgroup namespace, whose
+root is the cgroup it is in.
+
+Parent and
 children talk over a pair of pipes, one JSON object per line (channel.py).
 A child that fails sends ``{"error": message}`` and exits; the parent raises
 it. The pipes are close-on-exec, so when init finally execs the user process
@@ -71,24 +76,39 @@ def enter_namespaces(channel: Channel, wanted: dict[str, str | None],
         namespaces.write_time_offsets(time_offsets)
 
 
-def stage1(channel: Channel, config: InitConfig) -> None:
+def _enter(channel: Channel, config: InitConfig, wanted: dict[str, str | None]) -> None:
     channel.expect("go")
     sc.prctl(sc.PR_SET_DUMPABLE, 0)
     spec = config.spec
     process.set_oom_score_adj(spec["process"])
-    wanted = namespaces.configured(spec)
     enter_namespaces(channel, wanted, (spec.get("linux") or {}).get("timeOffsets"))
+
+
+def stage1(channel: Channel, config: InitConfig) -> None:
+    _enter(channel, config, namespaces.configured(config.spec))
     pid = os.fork()
     if pid == 0:
         run_child(channel, container_init, config)
     channel.send({"init": pid})
 
 
+def stage1_and_init(channel: Channel, config: InitConfig) -> None:
+    """Stage 1 and init in one process: the parent gave us our pid namespace.
+
+    We are already pid 1 of the new pid namespace (or in the one to join, or
+    the host's), so we make or join the other namespaces and go on as init.
+    """
+    wanted = namespaces.configured(config.spec)
+    wanted.pop("pid", None)
+    _enter(channel, config, wanted)
+    channel.send({"init": 0})  # the parent knows our pid: it forked us
+    container_init(channel, config)
+
+
 # -- init: the rootfs, then wait for start, then exec --------------------------
 
 
 def container_init(channel: Channel, config: InitConfig) -> None:
-    setup = channel.expect("setup")
     os.setsid()
     sc.prctl(sc.PR_SET_DUMPABLE, 0)
     spec = config.spec
@@ -97,22 +117,24 @@ def container_init(channel: Channel, config: InitConfig) -> None:
     wanted = namespaces.configured(spec)
     in_userns = "user" in wanted
 
+    # We build the rootfs while the parent makes our cgroup. The parent's
+    # "joined" says we are in it, and names it: we wait for it before the
+    # first cgroup mount and before any hook, and only then make our cgroup
+    # namespace, whose root is the cgroup we are in.
     new_cgroupns = "cgroup" in wanted and wanted["cgroup"] is None
-    joined = False
+    joined: dict = {}
 
-    def wait_joined() -> None:
-        nonlocal joined
+    def wait_joined() -> tuple[dict[str, str], dict[str, str]]:
         if not joined:
-            channel.expect("joined")
+            joined.update(channel.expect("joined"))
             if new_cgroupns:
                 namespaces.unshare(["cgroup"])
-            joined = True
+        return joined["cgroup_mounts"], joined["cgroup_paths"]
 
     root = rootfs.Rootfs(config.rootfs_path, config.bundle)
     rootfs.prepare(root, linux.get("rootfsPropagation"))
     mounts = spec.get("mounts") or []
-    root.mount_all(mounts, setup["cgroup_mounts"], setup["cgroup_paths"],
-                   new_cgroupns=new_cgroupns, before_cgroup=wait_joined)
+    root.mount_all(mounts, new_cgroupns=new_cgroupns, cgroups=wait_joined)
     if not root.has_bind_dev(mounts):
         root.create_devices(linux.get("devices") or [], in_userns)
     cwd = proc.get("cwd") or "/"
@@ -122,7 +144,7 @@ def container_init(channel: Channel, config: InitConfig) -> None:
         raise SetupError(f"process.cwd '{cwd}': {exc.strerror}") from exc
 
     wait_joined()
-    state = hooks.hook_state(config.container_id, "creating", setup["pid"],
+    state = hooks.hook_state(config.container_id, "creating", joined["pid"],
                              config.bundle, spec.get("annotations"))
     channel.send({"hooks": "createRuntime"})
     channel.expect("continue")

@@ -20,11 +20,13 @@ from __future__ import annotations
 import _signal as signal
 import os
 
+from corral import _syscalls as sc
+
 from . import hooks, log, namespaces
 from .cgroups import Cgroup
 from .channel import Channel, ExecConfig, InitConfig, run_child
 from .errors import Error, SetupError
-from .init import exec_stage1, stage1
+from .init import exec_stage1, stage1, stage1_and_init
 
 
 def _fork(body, config) -> tuple[int, Channel]:
@@ -71,31 +73,74 @@ def _receive(channel: Channel, stage: str) -> dict:
     return message
 
 
-def spawn_init(config: InitConfig, spec: dict, prepare) -> int:
+def _fork_init(config: InitConfig,
+               wanted: dict[str, str | None]) -> tuple[int, Channel]:
+    """Fork init itself, in the pid namespace we make or join for it.
+
+    Stage 1 exists because a pid namespace, made with unshare(2) or joined
+    with setns(2), applies to the children of the process that does so; and
+    a user namespace must come first, so that it owns the others. Without a
+    user (or time) namespace, we do it ourselves and fork init directly: a
+    process, a fork and a round trip fewer. Both calls change only our
+    pid_for_children, and right after the fork we setns(2) back to our own
+    pid namespace (allowed: it is our active one), so the hooks we start
+    later start in the host's.
+    """
+    if "pid" not in wanted:
+        return _fork(stage1_and_init, config)
+    own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    pid = 0
+    try:
+        path = wanted["pid"]
+        if path:
+            fds = namespaces.open_paths({"pid": path})
+            namespaces.join(fds, {"pid": path}, ("pid",))
+        else:
+            namespaces.unshare(["pid"])
+        pid, channel = _fork(stage1_and_init, config)
+        sc.setns(own, sc.CLONE_NEWPID, "/proc/self/ns/pid")
+        return pid, channel
+    except BaseException:
+        if pid:
+            _kill(pid)
+            _reap(pid)
+            channel.close()
+        # Never left with the container's pid namespace for our children.
+        sc.setns(own, sc.CLONE_NEWPID, "/proc/self/ns/pid")
+        raise
+    finally:
+        os.close(own)
+
+
+def spawn_init(config: InitConfig, spec: dict, make_cgroup, write_state) -> int:
     """Fork the container's init; return its pid once it waits for start.
 
-    PREPARE writes what create keeps and makes and limits the cgroup; it
-    returns the ``Cgroup`` and the cgroup mounts it found, and runs while
-    stage 1 makes the namespaces.
+    MAKE_CGROUP makes and limits the cgroup, and returns the ``Cgroup`` and
+    the cgroup mounts it found; it runs while the child makes the
+    namespaces and the rootfs. WRITE_STATE writes what create keeps, once
+    init is in its cgroup (init then mounts cgroups and pivots).
     """
-    pid, channel = _fork(stage1, config)
-    init_pid = 0
+    wanted = namespaces.configured(spec)
+    direct = "user" not in wanted and "time" not in wanted
+    pid, channel = _fork_init(config, wanted) if direct else _fork(stage1, config)
+    init_pid = pid if direct else 0
     try:
         channel.send({"go": True})
-        cgroup, cgroup_mounts = prepare()
+        cgroup, cgroup_mounts = make_cgroup()
         message = _receive(channel, "stage 1")
         if "userns" in message:
             namespaces.write_id_maps(pid, spec.get("linux") or {})
             channel.send({"mapped": True})
             message = _receive(channel, "stage 1")
-        init_pid = message["init"]
-        _reap(pid)
-        channel.send({"setup": True, "pid": init_pid, "cgroup_mounts": cgroup_mounts,
-                      "cgroup_paths": cgroup.paths})
-        # Init builds its rootfs while we wait here: moving a process into a
-        # v1 cgroup waits for an RCU grace period (10-20 ms on our machines).
+        if not direct:
+            init_pid = message["init"]
+            _reap(pid)
+        # Init builds its rootfs meanwhile: moving a process into a v1
+        # cgroup waits for an RCU grace period (see cgroups.warm_up).
         cgroup.join(init_pid)
-        channel.send({"joined": True})
+        channel.send({"joined": True, "pid": init_pid, "cgroup_mounts": cgroup_mounts,
+                      "cgroup_paths": cgroup.paths})
+        write_state()
         message = _receive(channel, "init")
         state = hooks.hook_state(config.container_id, "creating", init_pid,
                                  config.bundle, spec.get("annotations"))

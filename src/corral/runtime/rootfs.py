@@ -188,14 +188,18 @@ class Rootfs:
 
     # -- mounts -------------------------------------------------------------
 
-    def mount_all(self, mounts: list[dict], cgroup_mounts: dict[str, str],
-                  cgroup_paths: dict[str, str], new_cgroupns: bool,
-                  before_cgroup=lambda: None) -> None:
-        """Mount every entry in order; call BEFORE_CGROUP before a cgroup mount."""
+    def mount_all(self, mounts: list[dict], new_cgroupns: bool, cgroups) -> None:
+        """Mount every entry in order.
+
+        CGROUPS is called before each cgroup mount (and may wait until the
+        container is in its cgroup); it returns the cgroup mounts of the host
+        and the container's cgroup paths.
+        """
         for index, mount in enumerate(mounts):
             field = f"mounts[{index}]"
+            cgroup_mounts, cgroup_paths = ({}, {})
             if mount.get("type") == "cgroup":
-                before_cgroup()
+                cgroup_mounts, cgroup_paths = cgroups()
             try:
                 self.mount_one(mount, field, cgroup_mounts, cgroup_paths, new_cgroupns)
             except OSError as exc:
