@@ -177,3 +177,63 @@ def test_exec_confinement_flags_are_refused(corral, bundle_factory, container_id
     result = corral.run("exec", flag, container_id, "true")
     assert result.returncode != 0
     assert "not supported" in result.stderr
+
+
+# -- the pid namespace: made by the runtime itself, or by stage 1 ------------------
+
+
+def test_hooks_start_in_the_host_pid_namespace(any_runtime, bundle_factory, container_id,
+                                               tmp_path):
+    # corral-runtime makes a container's pid namespace for its own children
+    # and then returns to its own: hooks it starts later must not land in it.
+    log = tmp_path / "hooks.log"
+    bundle = bundle_factory(["readlink", "/proc/self/ns/pid"])
+    record = {"path": "/bin/sh", "args": ["sh", "-c", f"readlink /proc/self/ns/pid >> {log}"]}
+    bundle.spec["hooks"] = {kind: [record] for kind in ("prestart", "createRuntime",
+                                                         "poststart", "poststop")}
+    result = run(any_runtime, bundle, container_id)
+    assert result.returncode == 0, result.stderr
+    host = os.readlink("/proc/self/ns/pid")
+    assert log.read_text().split() == [host] * 4
+    assert result.stdout.strip() != host
+
+
+def test_a_container_joins_the_pid_namespace_of_another(any_runtime, bundle_factory,
+                                                        container_id):
+    first = bundle_factory(["sleep", "30"], name="first")
+    run(any_runtime, first, container_id, "-d")
+    pid = any_runtime.state(container_id)["pid"]
+    second = bundle_factory(["ps", "-o", "pid,args"], name="second")
+    for ns in second.spec["linux"]["namespaces"]:
+        if ns["type"] == "pid":
+            ns["path"] = f"/proc/{pid}/ns/pid"
+    result = run(any_runtime, second, f"{container_id}-2")
+    assert result.returncode == 0, result.stderr
+    processes = [line.split(None, 1) for line in result.stdout.splitlines()[1:]]
+    assert ["1", "sleep 30"] in processes
+    assert any_runtime.state(container_id)["status"] == "running"
+    assert os.readlink("/proc/self/ns/pid_for_children") == os.readlink("/proc/self/ns/pid")
+
+
+def test_without_a_pid_namespace_init_has_its_host_pid(any_runtime, bundle_factory,
+                                                       container_id):
+    bundle = bundle_factory(["sh", "-c", "echo $$; readlink /proc/self/ns/pid"])
+    bundle.spec["linux"]["namespaces"] = [
+        ns for ns in bundle.spec["linux"]["namespaces"] if ns["type"] != "pid"]
+    result = run(any_runtime, bundle, container_id)
+    assert result.returncode == 0, result.stderr
+    pid, namespace = result.stdout.split()
+    assert int(pid) > 1
+    assert namespace == os.readlink("/proc/self/ns/pid")
+
+
+def test_a_time_namespace_takes_its_offsets(corral, bundle_factory, container_id):
+    # A time namespace needs stage 1 (runc 1.1 has no time namespaces).
+    bundle = bundle_factory(["cat", "/proc/uptime"])
+    bundle.spec["linux"]["namespaces"].append({"type": "time"})
+    bundle.spec["linux"]["timeOffsets"] = {"boottime": {"secs": 10_000_000}}
+    result = run(corral, bundle, container_id)
+    assert result.returncode == 0, result.stderr
+    with open("/proc/uptime") as f:
+        host = float(f.read().split()[0])
+    assert float(result.stdout.split()[0]) - host > 9_999_000
