@@ -92,3 +92,15 @@ def test_bad_durations(bad):
 
     with pytest.raises(UsageError):
         parse_duration(bad)
+
+
+@pytest.mark.parametrize("value", [
+    {"ociVersion": "1.1.0", "id": "c1", "pid": 0, "status": "stopped",
+     "annotations": {"k": "v\u00e9"}},
+    {"annotations": {}, "list": [1, 2.5, None, True, {"nested": []}]},
+    {}, [], "text",
+])
+def test_state_is_indented_as_json_would(value):
+    from corral.runtime.cli import _indented
+
+    assert _indented(value) == json.dumps(value, indent=2)

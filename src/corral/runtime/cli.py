@@ -12,7 +12,6 @@ import os
 import sys
 
 from corral import __version__
-from corral.oci.spec import SPEC_VERSION
 
 from . import log
 from ._args import Flag, UsageError, parse
@@ -62,6 +61,8 @@ global flags:
 
 
 def version_text() -> str:
+    from corral.oci.spec import SPEC_VERSION
+
     return (
         f"corral-runtime version {__version__}\n"
         f"commit: corral-{__version__}\n"
@@ -188,14 +189,32 @@ def cmd_start(root: str, args: list[str]) -> int:
 
 
 def cmd_state(root: str, args: list[str]) -> int:
-    import json
-
     from .state import State
 
     _, positional = parse([], args)
     state = State.load(root, _one_id(positional, "state"))
-    sys.stdout.write(json.dumps(state.oci_state(), indent=2) + "\n")
+    sys.stdout.write(_indented(state.oci_state()) + "\n")
     return 0
+
+
+def _indented(value: object, depth: int = 0) -> str:
+    """What json.dumps(VALUE, indent=2) writes, without the json package.
+
+    Engines poll ``state`` until a container stops, each time a new process,
+    so it takes the start path's JSON (docs/dev/rules.md); we indent as runc.
+    """
+    from corral import _json
+
+    inner = "  " * (depth + 1)
+    if isinstance(value, dict) and value:
+        items = [f"{inner}{_json.dumps(key)}: {_indented(item, depth + 1)}"
+                 for key, item in value.items()]
+    elif isinstance(value, list) and value:
+        items = [inner + _indented(item, depth + 1) for item in value]
+    else:
+        return _json.dumps(value)
+    opening, closing = "{}" if isinstance(value, dict) else "[]"
+    return opening + "\n" + ",\n".join(items) + "\n" + "  " * depth + closing
 
 
 def cmd_kill(root: str, args: list[str]) -> int:

@@ -5,6 +5,10 @@ lifecycle of runtime-spec runtime.md: ``create`` builds everything and leaves
 init waiting on the exec fifo, without the user process having run;
 ``start`` releases it; ``delete`` removes what create made. A create that
 fails part way removes everything it made before it raises.
+
+Only the verbs that make processes (create, run, exec) import the launcher,
+the spec checks and, with them, ctypes (about 8 ms here): engines call
+start, state, kill and delete, each a new process, far more often.
 """
 
 from __future__ import annotations
@@ -12,8 +16,6 @@ from __future__ import annotations
 import _signal as signal  # the signal module would import enum: see docs/dev/rules.md
 import os
 import time
-
-from corral import _syscalls as sc
 
 from . import hooks, log
 from .cgroups import Cgroup, mounts
@@ -26,8 +28,6 @@ from .errors import (
     NotFound,
     SetupError,
 )
-from .launch import check_preserved, namespace_paths, spawn_exec, spawn_init
-from .spec import load_bundle, rootfs_path
 from .state import (
     FIFO,
     State,
@@ -77,6 +77,9 @@ def create(root: str, container_id: str, options: CreateOptions,
 
     ``run`` passes the SPEC it loaded and the CONSOLE_FD of its own relay.
     """
+    from .launch import check_preserved, spawn_init
+    from .spec import load_bundle, rootfs_path
+
     check_id(container_id)
     bundle = os.path.abspath(options.bundle)
     if spec is None:
@@ -234,6 +237,10 @@ def _read_fifo(fifo: int, state: State) -> str:
 def run(root: str, container_id: str, options: CreateOptions, detach: bool,
         keep: bool) -> int:
     """create + start, then wait for the container and return its exit status."""
+    from corral import _syscalls as sc
+
+    from .spec import load_bundle
+
     relay = None
     console_fd = -1
     check_id(container_id)
@@ -438,6 +445,10 @@ class ExecOptions:
 
 def exec_process(root: str, container_id: str, options: ExecOptions) -> int:
     """Run a new process in a running container; with detach, return at once."""
+    from corral import _syscalls as sc
+
+    from .launch import check_preserved, namespace_paths, spawn_exec
+
     state = State.load(root, container_id)
     status = state.status()
     if status not in ("running", "created"):
