@@ -462,7 +462,7 @@ _COMMANDS = [
     ("ls", ("list",), "images", _images_parser),
     ("rm", (), "rmi", _rmi_parser),
     ("tag", (), "tag", _tag_parser),
-    ("inspect", (), "inspect", _inspect_parser),
+    ("inspect", (), None, _inspect_parser),
     ("history", (), "history", _history_parser),
     ("save", (), "save", _save_parser),
     ("load", (), "load", _load_parser),

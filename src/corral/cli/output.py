@@ -106,3 +106,42 @@ def _evaluate(expression: str, document: dict) -> str:
     if isinstance(value, dict):
         return "map[" + " ".join(f"{k}:{v}" for k, v in value.items()) + "]"
     return str(value)
+
+
+def json_line(document: object) -> str:
+    return json.dumps(document, separators=(",", ":"))
+
+
+def since_time(text: str | None) -> str | None:
+    """--since/--until as Docker takes them: an RFC 3339 time, a UNIX time,
+    or a duration before now ("10m", "1h30m", "45s"); as UNIX seconds."""
+    if not text:
+        return None
+    if text.replace(".", "", 1).isdigit():
+        return text
+    seconds, number = 0.0, ""
+    units = {"s": 1, "m": 60, "h": 3600}
+    for char in text:
+        if char.isdigit() or char == ".":
+            number += char
+        elif char in units and number:
+            seconds += float(number) * units[char]
+            number = ""
+        else:
+            seconds = -1
+            break
+    if seconds >= 0 and not number:
+        return f"{time.time() - seconds:.9f}"
+    parsed = parse_time(text)
+    if parsed is None:
+        raise SystemExit(f"corral: '{text}' is not a time or a duration (2024-01-02T15:04:05Z, "
+                         f"1704207845 or 10m)")
+    return f"{parsed:.9f}"
+
+
+def event_time(nanoseconds: int) -> str:
+    """The timestamp ``docker events`` prints, local time with nanoseconds."""
+    seconds, nanos = divmod(int(nanoseconds), 1_000_000_000)
+    stamp = datetime.fromtimestamp(seconds).astimezone()
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{nanos:09d}" + stamp.strftime("%z")[:3] \
+        + ":" + stamp.strftime("%z")[3:]

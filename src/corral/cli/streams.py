@@ -1,0 +1,134 @@
+"""The client side of attach and exec: relaying a container's stream to
+this terminal (or to our stdout and stderr) and our stdin to it.
+
+The stream is the Docker API's hijacked stream: raw with a tty; without,
+frames of an 8-byte header (stream number, three zero bytes, big-endian
+length) and a payload.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import termios
+import tty as ttymod
+from collections.abc import Callable, Iterable, Iterator
+
+_HEADER = struct.Struct(">BxxxL")
+
+
+def frames(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
+    """(stream, payload) of each frame in a multiplexed byte stream."""
+    buffer = b""
+    for chunk in chunks:
+        buffer += chunk
+        while len(buffer) >= _HEADER.size:
+            stream, length = _HEADER.unpack_from(buffer)
+            if len(buffer) < _HEADER.size + length:
+                break
+            yield stream, buffer[_HEADER.size:_HEADER.size + length]
+            buffer = buffer[_HEADER.size + length:]
+
+
+class _Demux:
+    """Feeds bytes of a multiplexed stream to stdout (1) and stderr (2)."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.outputs = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
+
+    def feed(self, data: bytes) -> None:
+        self.buffer += data
+        while len(self.buffer) >= _HEADER.size:
+            stream, length = _HEADER.unpack_from(self.buffer)
+            if len(self.buffer) < _HEADER.size + length:
+                return
+            out = self.outputs.get(stream, sys.stdout.buffer)
+            out.write(self.buffer[_HEADER.size:_HEADER.size + length])
+            out.flush()
+            self.buffer = self.buffer[_HEADER.size + length:]
+
+
+def relay(sock: socket.socket, *, tty: bool, stdin: bool,
+          resize: Callable[[int, int], None] | None = None) -> None:
+    """Copy the stream to our stdout/stderr and (with ``stdin``) our stdin
+    to the stream, until the other side closes it. With a tty and our stdin
+    a terminal, the terminal is in raw mode meanwhile and its size follows
+    SIGWINCH."""
+    raw = tty and stdin and os.isatty(0)
+    with contextlib.ExitStack() as stack:
+        if raw:
+            stack.enter_context(_raw_terminal(0))
+        if tty and resize is not None and os.isatty(1):
+            stack.enter_context(_follow_size(1, resize))
+        _pump(sock, tty=tty, stdin=stdin)
+
+
+def _pump(sock: socket.socket, *, tty: bool, stdin: bool) -> None:
+    selector = selectors.DefaultSelector()
+    selector.register(sock, selectors.EVENT_READ, "stream")
+    if stdin:
+        selector.register(0, selectors.EVENT_READ, "stdin")
+    demux = None if tty else _Demux()
+    out = sys.stdout.buffer
+    try:
+        while True:
+            for key, _ in selector.select():
+                if key.data == "stdin":
+                    data = os.read(0, 65536)
+                    if not data:
+                        selector.unregister(0)
+                        with contextlib.suppress(OSError):
+                            sock.shutdown(socket.SHUT_WR)
+                    else:
+                        sock.sendall(data)
+                    continue
+                data = sock.recv(65536)
+                if not data:
+                    return
+                if demux is None:
+                    out.write(data)
+                    out.flush()
+                else:
+                    demux.feed(data)
+    finally:
+        selector.close()
+
+
+@contextlib.contextmanager
+def _raw_terminal(fd: int):
+    saved = termios.tcgetattr(fd)
+    ttymod.setraw(fd)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def terminal_size(fd: int = 1) -> tuple[int, int] | None:
+    try:
+        size = os.get_terminal_size(fd)
+    except OSError:
+        return None
+    return size.lines, size.columns
+
+
+@contextlib.contextmanager
+def _follow_size(fd: int, resize: Callable[[int, int], None]):
+    def on_winch(signum, frame) -> None:
+        size = terminal_size(fd)
+        if size:
+            with contextlib.suppress(Exception):
+                resize(*size)
+
+    previous = signal.signal(signal.SIGWINCH, on_winch)
+    on_winch(signal.SIGWINCH, None)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGWINCH, previous)
