@@ -1,0 +1,306 @@
+"""corrald end to end: the daemon started on a private socket and root, the
+real docker CLI 28 and docker-py as its clients, images pulled from the test
+registry (tests/image_fixtures.py), and dockerd (tests/integration/peers.py)
+where its answers can be compared.
+
+One corrald serves the whole module; tests that need a state of their own
+give their images names of their own.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration import peers
+
+PYTHON = sys.executable
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float = 30) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+class Corrald:
+    """corrald on a socket and root of its own, stopped by its PID."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.socket = workdir / "corral.sock"
+        self.root = workdir / "root"
+        self.run_dir = workdir / "run"
+        self.client_config = workdir / "client"
+        self.client_config.mkdir(exist_ok=True)
+        self.log_path = workdir / "corrald.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Corrald:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [PYTHON, "-m", "corral.manager.daemon", "-H", f"unix://{self.socket}",
+                 "--root", str(self.root), "--exec-root", str(self.run_dir)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log_tail()
+            if self.socket.exists() and self.request("GET", "/_ping")[0] == 200:
+                return self
+            time.sleep(0.05)
+        raise AssertionError(f"corrald not ready:\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict | None = None) -> tuple[int, bytes, dict]:
+        connection = UnixHTTPConnection(str(self.socket))
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, response.read(), dict(response.getheaders())
+        except OSError:
+            return 0, b"", {}
+        finally:
+            connection.close()
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "DOCKER_HOST": f"unix://{self.socket}",
+                "DOCKER_CONFIG": str(self.client_config)}
+
+    def docker(self, *args: str, timeout: float = 120, input: bytes | None = None,
+               ) -> subprocess.CompletedProcess:
+        result = subprocess.run(["docker", *args], capture_output=True, env=self.env(),
+                                timeout=timeout, input=input)
+        result.stdout = result.stdout.decode(errors="replace")
+        result.stderr = result.stderr.decode(errors="replace")
+        return result
+
+    def ok(self, *args: str, **kwargs) -> str:
+        result = self.docker(*args, **kwargs)
+        assert result.returncode == 0, (f"docker {' '.join(args)} exited "
+                                        f"{result.returncode}: {result.stderr}")
+        return result.stdout
+
+    def stop(self) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"corrald ignored SIGTERM:\n{self.log_tail()}") from None
+
+    def cleanup(self) -> None:
+        self.stop()
+        peers.unmount_under(self.workdir)
+        peers.remove_tree(self.workdir)
+
+
+def _need_docker_cli() -> None:
+    if subprocess.run(["sh", "-c", "command -v docker"], capture_output=True).returncode:
+        pytest.skip("the docker CLI is not on PATH (scripts/setup installs it)")
+
+
+@pytest.fixture(scope="module")
+def corrald():
+    _need_docker_cli()
+    daemon = Corrald(peers.make_workdir("api"))
+    try:
+        yield daemon.start()
+    finally:
+        daemon.cleanup()
+
+
+@pytest.fixture(scope="module")
+def pulled(corrald, busybox_image) -> str:
+    """busybox pulled into corrald by the docker CLI; its reference."""
+    corrald.ok("pull", busybox_image)
+    return busybox_image
+
+
+@pytest.fixture
+def docker_py(corrald):
+    import docker
+
+    client = docker.DockerClient(base_url=f"unix://{corrald.socket}", version="auto")
+    yield client
+    client.close()
+
+
+# System ---------------------------------------------------------------------------
+
+def test_version_negotiated_by_the_docker_cli(corrald):
+    out = corrald.ok("version", "--format", "{{.Client.APIVersion}} "
+                     "{{.Server.APIVersion}} {{.Server.MinAPIVersion}}")
+    assert out.split() == ["1.47", "1.47", "1.24"]
+
+
+def test_ping_head_and_get_carry_the_api_version(corrald):
+    for method in ("HEAD", "GET"):
+        status, body, headers = corrald.request(method, "/_ping")
+        assert status == 200
+        assert headers["Api-Version"] == "1.47"
+        assert body == (b"OK" if method == "GET" else b"")
+
+
+def test_versions_outside_the_range_are_refused(corrald):
+    status, body, _ = corrald.request("GET", "/v1.50/version")
+    assert status == 400
+    assert json.loads(body) == {"message": "client version 1.50 is too new. Maximum "
+                                           "supported API version is 1.47"}
+    status, body, _ = corrald.request("GET", "/v1.23/version")
+    assert status == 400 and "too old" in json.loads(body)["message"]
+    assert corrald.request("GET", "/v1.24/version")[0] == 200
+
+
+def test_unknown_endpoints_are_404_page_not_found(corrald):
+    for path in ("/v1.47/no/such/thing", "/nothing"):
+        status, body, _ = corrald.request("GET", path)
+        assert (status, json.loads(body)) == (404, {"message": "page not found"})
+
+
+def test_docker_py_reads_version_and_info(corrald, docker_py):
+    assert docker_py.api.api_version == "1.47"
+    assert docker_py.ping() is True
+    info = docker_py.info()
+    assert info["OSType"] == "linux"
+    assert info["DockerRootDir"] == str(corrald.root)
+
+
+def test_docker_info_prints_the_server_section(corrald):
+    out = corrald.ok("info", "--format", "{{.OSType}} {{.ServerVersion}}")
+    assert out.split() == ["linux", "0.1.0"]
+
+
+# Images with the docker CLI ------------------------------------------------------------
+
+def test_pull_shows_docker_progress_and_summary(corrald, busybox_image):
+    first = corrald.docker("pull", busybox_image)
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.splitlines()
+    repository, tag = busybox_image.rsplit(":", 1)
+    assert lines[0] == f"{tag}: Pulling from {repository.split('/', 1)[1]}"
+    assert any(line.endswith(": Pull complete") or line.endswith(": Already exists")
+               for line in lines)
+    assert lines[-3].startswith("Digest: sha256:")
+    assert lines[-2].startswith("Status: ") and lines[-2].endswith(f" for {busybox_image}")
+    assert lines[-1] == busybox_image
+    again = corrald.ok("pull", busybox_image).splitlines()
+    assert again[-2] == f"Status: Image is up to date for {busybox_image}"
+
+
+def test_pull_of_a_missing_tag_fails_with_the_registry_message(corrald, registry):
+    result = corrald.docker("pull", registry.ref("test/busybox:no-such-tag"))
+    assert result.returncode == 1
+    assert "Error response from daemon" in result.stderr
+    assert "no-such-tag" in result.stderr
+
+
+def test_images_and_inspect_format(corrald, pulled):
+    listed = corrald.ok("images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}")
+    assert any(line.startswith(f"{pulled} ") for line in listed.splitlines())
+    image_id = corrald.ok("image", "inspect", "--format", "{{.Id}}", pulled).strip()
+    assert image_id.startswith("sha256:")
+    shown = corrald.ok("image", "inspect", "--format", "{{.Os}}/{{.Architecture}} "
+                       "{{index .RepoTags 0}}", pulled).strip()
+    assert shown.split() == ["linux/amd64", pulled]
+    assert corrald.ok("images", "-q", pulled).strip() == image_id[7:19]
+
+
+def test_tag_and_rmi(corrald, pulled):
+    corrald.ok("tag", pulled, "corral.test/tagged:one")
+    listed = corrald.ok("images", "--format", "{{.Repository}}:{{.Tag}}")
+    assert "corral.test/tagged:one" in listed.splitlines()
+    out = corrald.ok("rmi", "corral.test/tagged:one")
+    assert out.strip() == "Untagged: corral.test/tagged:one"
+    assert "corral.test/tagged:one" not in corrald.ok("images", "--format",
+                                                       "{{.Repository}}:{{.Tag}}")
+    # Still there under its first name.
+    corrald.ok("image", "inspect", pulled)
+
+
+def test_missing_images_are_docker_404s(corrald):
+    result = corrald.docker("rmi", "corral.test/nothing:here")
+    assert result.returncode == 1
+    assert "No such image: corral.test/nothing:here" in result.stderr
+    result = corrald.docker("image", "inspect", "corral.test/nothing:here")
+    assert result.returncode == 1
+    assert "No such image: corral.test/nothing:here" in result.stderr
+
+
+def test_history(corrald, pulled):
+    rows = corrald.ok("history", "--format", "{{.ID}}|{{.CreatedBy}}", pulled)
+    first = rows.splitlines()[0].split("|")
+    image_id = corrald.ok("image", "inspect", "--format", "{{.Id}}", pulled).strip()
+    assert first[0] == image_id[7:19]
+
+
+def test_save_rmi_load_round_trip(corrald, pulled, tmp_path):
+    corrald.ok("tag", pulled, "corral.test/saved:1")
+    image_id = corrald.ok("image", "inspect", "--format", "{{.Id}}",
+                          "corral.test/saved:1").strip()
+    archive = tmp_path / "saved.tar"
+    corrald.ok("save", "-o", str(archive), "corral.test/saved:1")
+    assert archive.stat().st_size > 100_000
+    corrald.ok("rmi", "corral.test/saved:1")
+    out = corrald.ok("load", "-i", str(archive))
+    assert out.strip() == "Loaded image: corral.test/saved:1"
+    assert corrald.ok("image", "inspect", "--format", "{{.Id}}",
+                      "corral.test/saved:1").strip() == image_id
+    corrald.ok("rmi", "corral.test/saved:1")
+
+
+def test_save_of_a_missing_image_is_an_error_not_an_empty_tar(corrald, tmp_path):
+    archive = tmp_path / "none.tar"
+    result = corrald.docker("save", "-o", str(archive), "corral.test/nothing:here")
+    assert result.returncode == 1
+    assert "No such image" in result.stderr
+    assert not archive.exists() or archive.stat().st_size == 0
+
+
+# Images with docker-py ------------------------------------------------------------------
+
+def test_docker_py_pull_list_tag_history_save_load(corrald, docker_py, busybox_image):
+    import docker
+
+    repository, tag = busybox_image.rsplit(":", 1)
+    image = docker_py.images.pull(repository, tag=tag)
+    assert busybox_image in image.tags
+    assert image.attrs["Os"] == "linux"
+    assert image.tag("corral.test/py", "two")
+    assert "corral.test/py:two" in docker_py.images.get(image.id).tags
+    assert [row["Id"] for row in image.history()][0] == image.id
+    data = b"".join(docker_py.images.get("corral.test/py:two").save(named="corral.test/py:two"))
+    docker_py.images.remove("corral.test/py:two")
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_py.images.get("corral.test/py:two")
+    loaded = docker_py.images.load(data)
+    assert [i.id for i in loaded] == [image.id]
+    docker_py.images.remove("corral.test/py:two")
+
+
+def test_docker_py_pull_error_is_an_api_error(corrald, docker_py, registry):
+    import docker
+
+    with pytest.raises(docker.errors.APIError) as caught:
+        docker_py.images.pull(registry.ref("test/nothing"), tag="1")
+    assert caught.value.response.status_code == 404
