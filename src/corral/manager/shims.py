@@ -1,0 +1,137 @@
+"""The engine's side of corral-shim (docs/dev/manager.md, "corral-shim"):
+spawning one for a container's start, and reading the state it writes.
+
+A shim detaches into its own session and outlives whoever spawned it; it
+reports ``{"pid": N}`` or ``{"error": ...}`` on the ready pipe once the
+runtime's create and start are done. Its ``state.json`` is the truth about
+a started container, read by every engine process on the root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import Error, StartFailed
+
+SHIM = Path(sys.executable).parent / "corral-shim"
+RUNTIME = Path(sys.executable).parent / "corral-runtime"
+START_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class ShimOptions:
+    """The per-container flags of one shim."""
+
+    tty: bool = False
+    stdin: bool = False
+    stdin_once: bool = False
+    restart: str = "no"
+    log_max_size: int = 0
+    log_max_file: int = 1
+
+
+def spawn(container_id: str, *, bundle: Path, state_dir: Path, runtime_root: Path,
+          log_path: Path, events_db: Path, options: ShimOptions) -> int:
+    """Start the shim of ``container_id``; the container process's PID.
+
+    Raises:
+        StartFailed: the runtime refused (its message), or the shim died.
+    """
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    args = [str(SHIM), "--id", container_id, "--bundle", str(bundle),
+            "--state-dir", str(state_dir), "--runtime", str(RUNTIME),
+            "--runtime-root", str(runtime_root), "--log-path", str(log_path),
+            "--log-max-size", str(options.log_max_size),
+            "--log-max-file", str(options.log_max_file),
+            "--restart", options.restart, "--events-db", str(events_db),
+            "--ready-fd", str(write_end)]
+    args += [flag for flag, on in (("--tty", options.tty), ("--stdin", options.stdin),
+                                   ("--stdin-once", options.stdin_once)) if on]
+    try:
+        process = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   pass_fds=(write_end,), start_new_session=True)
+    except OSError as exc:
+        os.close(read_end)
+        raise Error(f"start container '{container_id}': run '{SHIM}': "
+                    f"{exc.strerror}") from exc
+    finally:
+        os.close(write_end)
+    with os.fdopen(read_end, "rb") as ready:
+        line = ready.readline()
+    # A shim that stays our child (no double fork) is reaped by Popen's own
+    # clean-up of dropped objects; one that forked has exited already.
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=0)
+    return _ready(container_id, line)
+
+
+def _ready(container_id: str, line: bytes) -> int:
+    if not line:
+        raise StartFailed(f"start container '{container_id}': the shim exited before "
+                          f"it was ready")
+    try:
+        answer = json.loads(line)
+    except ValueError:
+        raise StartFailed(f"start container '{container_id}': the shim said "
+                          f"{line[:200]!r}") from None
+    if "error" in answer:
+        raise StartFailed.from_runtime(container_id, str(answer["error"]))
+    return int(answer.get("pid", 0))
+
+
+def read_state(state_dir: Path) -> dict | None:
+    """The shim's state.json, or None when there is none (never started,
+    removed, or rebooted since)."""
+    try:
+        return json.loads((state_dir / "state.json").read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        # Written by rename, so never partial; an unreadable one is a bug
+        # of the shim's, and we had better say so than guess.
+        raise Error(f"read '{state_dir / 'state.json'}': not JSON") from None
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` exists (a zombie counts as gone)."""
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return fields[0] != b"Z"
+
+
+def runtime(runtime_root: Path, *args: str, check: bool = True,
+            timeout: float = 30) -> subprocess.CompletedProcess:
+    """Run one corral-runtime verb against the engine's runtime root."""
+    completed = subprocess.run([str(RUNTIME), "--root", str(runtime_root), *args],
+                               stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                               timeout=timeout)
+    if check and completed.returncode != 0:
+        message = completed.stderr.strip().removeprefix("corral-runtime: ")
+        raise Error(f"corral-runtime {args[0]} '{args[-1]}': {message}")
+    return completed
+
+
+def kill_shim(state_dir: Path) -> None:
+    """SIGKILL a shim by its pid file (a half-made start being undone)."""
+    with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+        pid = int((state_dir / "shim.pid").read_text().strip())
+        if alive(pid) and _is_shim(pid):
+            os.kill(pid, 9)
+
+
+def _is_shim(pid: int) -> bool:
+    with contextlib.suppress(OSError):
+        return b"corral-shim" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    return False
