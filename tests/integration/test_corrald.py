@@ -44,7 +44,9 @@ class Corrald:
         self.workdir = workdir
         self.socket = workdir / "corral.sock"
         self.root = workdir / "root"
-        self.run_dir = workdir / "run"
+        # Short: the engine's shim sockets are <run>/shims/<64-hex id>/shim.sock
+        # and a unix socket path has at most 107 bytes.
+        self.run_dir = Path(f"/tmp/cr-{workdir.name[-8:]}")
         self.client_config = workdir / "client"
         self.client_config.mkdir(exist_ok=True)
         self.log_path = workdir / "corrald.log"
@@ -111,8 +113,10 @@ class Corrald:
 
     def cleanup(self) -> None:
         self.stop()
-        peers.unmount_under(self.workdir)
-        peers.remove_tree(self.workdir)
+        for directory in (self.workdir, self.run_dir):
+            peers.kill_processes(peers._processes_mentioning(str(directory)))
+            peers.unmount_under(directory)
+            peers.remove_tree(directory)
 
 
 def _need_docker_cli() -> None:
@@ -304,3 +308,35 @@ def test_docker_py_pull_error_is_an_api_error(corrald, docker_py, registry):
     with pytest.raises(docker.errors.APIError) as caught:
         docker_py.images.pull(registry.ref("test/nothing"), tag="1")
     assert caught.value.response.status_code == 404
+
+
+# Containers ------------------------------------------------------------------------------
+
+def test_run_detached_ps_logs_stop_wait_rm(corrald, pulled):
+    container_id = corrald.ok("run", "-d", "--name", "api-detached", pulled, "sh", "-c",
+                              "echo started; trap 'echo bye; exit 7' TERM; "
+                              "while true; do sleep 0.1; done").strip()
+    assert len(container_id) == 64
+    try:
+        listed = corrald.ok("ps", "--format", "{{.ID}} {{.Names}} {{.Status}}")
+        row = [line for line in listed.splitlines() if line.startswith(container_id[:12])]
+        assert row and row[0].split()[1:3] == ["api-detached", "Up"]
+        deadline = time.monotonic() + 10
+        while "started" not in corrald.ok("logs", "api-detached"):
+            assert time.monotonic() < deadline, "no output in the logs"
+            time.sleep(0.1)
+        assert corrald.ok("stop", "api-detached").strip() == "api-detached"
+        assert corrald.ok("wait", "api-detached").strip() == "7"
+        assert corrald.ok("logs", "api-detached") == "started\nbye\n"
+        state = corrald.ok("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}",
+                           "api-detached")
+        assert state.split() == ["exited", "7"]
+    finally:
+        corrald.docker("rm", "-f", "api-detached")
+    assert "api-detached" not in corrald.ok("ps", "-a", "--format", "{{.Names}}")
+
+
+def test_run_rm_prints_output_and_exit_status(corrald, pulled):
+    result = corrald.docker("run", "--rm", pulled, "sh", "-c", "echo out; echo err >&2; "
+                            "exit 3", timeout=60)
+    assert (result.returncode, result.stdout, result.stderr) == (3, "out\n", "err\n")

@@ -78,7 +78,7 @@ async def version(request: web.Request) -> web.Response:
         # The engine knows its components (runtime, shim); the API
         # versions are ours, whatever it says.
         document.update({k: v for k, v in (extra or {}).items()
-                         if k not in ("ApiVersion", "MinAPIVersion")})
+                         if k not in ("ApiVersion", "MinAPIVersion", "Components")})
     return web.json_response(document)
 
 
