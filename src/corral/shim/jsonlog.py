@@ -1,0 +1,356 @@
+"""Docker's json-file log driver: the writer in the shim, the reader for the engine.
+
+Each line a container writes becomes one JSON object on one line of
+``<id>-json.log``::
+
+    {"log":"text\\n","stream":"stdout","time":"2026-01-02T03:04:05.123456789Z"}
+
+as dockerd's json-file driver writes it, so ``docker logs`` semantics carry
+over: a line is cut at each newline, or at 16 KiB when none comes (the rest
+follows in the next object, with no newline in ``log``), and what is left at
+the end of a run is written without one. Bytes that are not UTF-8 become
+U+FFFD, as in Go.
+
+Rotation (``--log-max-size``, ``--log-max-file``): once the file reaches
+max-size it is renamed ``.1`` (the older ``.1`` to ``.2``, and so on), and a
+new file starts; max-file counts every file kept, the current one included,
+so max-file 1 truncates in place. The reader reads the rotated files oldest
+first, and in follow mode notices when the file it reads is renamed away.
+"""
+
+from __future__ import annotations
+
+import _json
+import os
+import time
+from _collections_abc import Callable, Iterator  # loaded by os already
+
+from corral import _json as json
+
+PARTIAL_MAX = 16 * 1024
+FOLLOW_POLL = 0.1
+_STREAM_NAMES = {1: '","stream":"stdout","time":"', 2: '","stream":"stderr","time":"'}
+
+
+def timestamp_ns(ns: int) -> str:
+    """NS (nanoseconds since the epoch) in RFC 3339 with nanoseconds, UTC."""
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{fraction:09d}Z"
+
+
+def parse_time_ns(text: str) -> int:
+    """An RFC 3339 time (``Z`` or ``+hh:mm``, any fraction) as ns since the epoch."""
+    try:
+        date, _, clock = text.partition("T")
+        year, month, day = (int(part) for part in date.split("-"))
+        offset = 0
+        if clock.endswith(("Z", "z")):
+            clock = clock[:-1]
+        elif len(clock) > 6 and clock[-6] in "+-":
+            sign = 1 if clock[-6] == "+" else -1
+            offset = sign * (int(clock[-5:-3]) * 3600 + int(clock[-2:]) * 60)
+            clock = clock[:-6]
+        whole, _, fraction = clock.partition(".")
+        hours, minutes, seconds = (int(part) for part in whole.split(":"))
+        nanos = int((fraction + "000000000")[:9]) if fraction else 0
+    except ValueError:
+        raise ValueError(f"parse time '{text}': not RFC 3339") from None
+    days = _days_from_civil(year, month, day)
+    epoch = days * 86400 + hours * 3600 + minutes * 60 + seconds - offset
+    return epoch * 1_000_000_000 + nanos
+
+
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    # Days since 1970-01-01 in the proleptic Gregorian calendar (Howard
+    # Hinnant's public-domain algorithm), without importing datetime.
+    year -= month <= 2
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146097 + day_of_era - 719468
+
+
+class LogWriter:
+    """Appends a container's output to its json-file log, rotating it."""
+
+    def __init__(self, path: str, max_size: int = 0, max_file: int = 1) -> None:
+        self.path = path
+        self.max_size = max_size
+        self.max_file = max(1, max_file)
+        self._fd = self._open()
+        self._size = os.fstat(self._fd).st_size
+        self._partial = {1: b"", 2: b""}
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                       0o640)
+
+    def write(self, stream: int, data: bytes) -> None:
+        """Log DATA read from STREAM (1 stdout, 2 stderr): each complete line."""
+        data = self._partial[stream] + data
+        lines = data.split(b"\n")
+        rest = lines.pop()
+        records = [line + b"\n" for line in lines]
+        while len(rest) >= PARTIAL_MAX:
+            records.append(rest[:PARTIAL_MAX])
+            rest = rest[PARTIAL_MAX:]
+        self._partial[stream] = rest
+        if records:
+            self._emit(stream, records)
+
+    def flush(self) -> None:
+        """Write out what is left without a newline (at the end of a run)."""
+        for stream, rest in self._partial.items():
+            if rest:
+                self._partial[stream] = b""
+                self._emit(stream, [rest])
+
+    def _emit(self, stream: int, records: list[bytes]) -> None:
+        tail = _STREAM_NAMES[stream] + timestamp_ns(time.time_ns()) + '"}\n'
+        batch: list[bytes] = []
+        batch_size = 0
+        for record in records:
+            encoded = ('{"log":' + _json.encode_basestring(
+                record.decode("utf-8", "replace"))[:-1] + tail).encode()
+            batch.append(encoded)
+            batch_size += len(encoded)
+            # One write per batch, but a batch ends where the file reaches
+            # max-size: rotation happens between two lines, as in dockerd.
+            if self.max_size and self._size + batch_size >= self.max_size:
+                self._write(b"".join(batch))
+                batch, batch_size = [], 0
+        if batch:
+            self._write(b"".join(batch))
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+        self._size += len(data)
+        if self.max_size and self._size >= self.max_size:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        if self.max_file == 1:
+            os.truncate(self.path, 0)
+        else:
+            for index in range(self.max_file - 1, 1, -1):
+                older = f"{self.path}.{index - 1}"
+                if os.path.exists(older):
+                    os.replace(older, f"{self.path}.{index}")
+            os.replace(self.path, f"{self.path}.1")
+        self._fd = self._open()
+        self._size = 0
+
+    def close(self) -> None:
+        self.flush()
+        os.close(self._fd)
+
+
+def rotated_files(path: str) -> list[str]:
+    """PATH's rotations that exist, oldest first (``.N`` ... ``.1``)."""
+    found = []
+    index = 1
+    while os.path.exists(f"{path}.{index}"):
+        found.append(f"{path}.{index}")
+        index += 1
+    return found[::-1]
+
+
+class _Filter:
+    def __init__(self, stdout: bool, stderr: bool, since: float | str | None,
+                 until: float | str | None, timestamps: bool) -> None:
+        self.streams = {"stdout": 1} if stdout else {}
+        if stderr:
+            self.streams["stderr"] = 2
+        self.since = _to_ns(since)
+        self.until = _to_ns(until)
+        self.timestamps = timestamps
+
+    def accept(self, line: bytes) -> tuple[int, bytes] | None:
+        """(stream, bytes to yield) for one json-file LINE, or None if filtered."""
+        try:
+            record = json.loads(line)
+            stream = self.streams.get(record["stream"])
+            if stream is None:
+                return None
+            when = record["time"]
+            if self.since is not None or self.until is not None:
+                ns = parse_time_ns(when)
+                if self.since is not None and ns < self.since:
+                    return None
+                if self.until is not None and ns > self.until:
+                    return None
+            text = record["log"].encode()
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None  # a torn or foreign line, as dockerd skips it
+        if self.timestamps:
+            text = when.encode() + b" " + text
+        return stream, text
+
+
+def _to_ns(value: float | str | None) -> int | None:
+    """Docker's since/until: Unix seconds, as a number or ``"sec.nanos"``."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        whole, _, fraction = value.partition(".")
+        return int(whole) * 1_000_000_000 + int((fraction + "000000000")[:9] or 0)
+    return round(value * 1_000_000_000)
+
+
+def read_logs(path: str, *, stdout: bool = True, stderr: bool = True,
+              since: float | str | None = None, until: float | str | None = None,
+              tail: int | None = None, follow: bool = False, timestamps: bool = False,
+              is_running: Callable[[], bool] | None = None,
+              ) -> Iterator[tuple[int, bytes]]:
+    """Read a json-file log (and its rotations) as ``docker logs`` does.
+
+    Args:
+        path: the current log file (``<id>-json.log``); rotations are found beside it.
+        stdout, stderr: which streams to yield.
+        since, until: Unix times in seconds (a number, or ``"sec.nanos"``); lines
+            outside them are skipped (both ends included).
+        tail: only the last TAIL lines that pass the filters (None or <0: all).
+        follow: after the end, wait for new lines while ``is_running()`` is true.
+        timestamps: prefix each line with its time and a space.
+        is_running: callable telling whether the container may still write.
+
+    Yields:
+        ``(1 or 2, line bytes)`` in the order written.
+    """
+    selector = _Filter(stdout, stderr, since, until, timestamps)
+    fds = [os.open(name, os.O_RDONLY | os.O_CLOEXEC) for name in rotated_files(path)]
+    try:
+        current = _open_or_none(path)
+        if current is not None:
+            fds.append(current)
+        ends = [_complete_end(fd) for fd in fds]
+        if tail is not None and tail >= 0:
+            yield from _tail(fds, ends, selector, tail)
+        else:
+            for fd, end in zip(fds, ends, strict=True):
+                yield from _forward(fd, 0, end, selector)
+        if follow:
+            yield from _follow(path, current, ends[-1] if current is not None else 0,
+                               selector, is_running or (lambda: False))
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _open_or_none(path: str) -> int | None:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+
+
+def _complete_end(fd: int) -> int:
+    """The offset just past the last newline of FD (a line may be half written)."""
+    end = os.fstat(fd).st_size
+    while end > 0:
+        start = max(0, end - 4096)
+        block = os.pread(fd, end - start, start)
+        newline = block.rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        end = start
+    return 0
+
+
+def _forward(fd: int, start: int, end: int, selector: _Filter) -> Iterator[tuple[int, bytes]]:
+    rest = b""
+    offset = start
+    while offset < end:
+        block = os.pread(fd, min(1 << 16, end - offset), offset)
+        if not block:
+            break
+        offset += len(block)
+        lines = (rest + block).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            item = selector.accept(line)
+            if item is not None:
+                yield item
+
+
+def _backward(fd: int, end: int) -> Iterator[bytes]:
+    """The lines of FD before END, last first."""
+    rest = b""
+    offset = end
+    while offset > 0:
+        start = max(0, offset - (1 << 16))
+        lines = (os.pread(fd, offset - start, start) + rest).split(b"\n")
+        offset = start
+        rest = lines[0]
+        for line in reversed(lines[1:]):
+            if line:
+                yield line
+    if rest:
+        yield rest
+
+
+def _tail(fds: list[int], ends: list[int], selector: _Filter,
+          count: int) -> Iterator[tuple[int, bytes]]:
+    picked: list[tuple[int, bytes]] = []
+    for fd, end in zip(reversed(fds), reversed(ends), strict=True):
+        for line in _backward(fd, end):
+            if len(picked) >= count:
+                break
+            item = selector.accept(line)
+            if item is not None:
+                picked.append(item)
+    yield from reversed(picked)
+
+
+def _follow(path: str, fd: int | None, offset: int, selector: _Filter,
+            is_running: Callable[[], bool]) -> Iterator[tuple[int, bytes]]:
+    """Lines appended after OFFSET, across rotations, until the writer is gone."""
+    own = []
+    rest = b""
+    try:
+        while True:
+            if selector.until is not None and time.time_ns() > selector.until:
+                return
+            block = os.pread(fd, 1 << 16, offset) if fd is not None else b""
+            if block:
+                offset += len(block)
+                lines = (rest + block).split(b"\n")
+                rest = lines.pop()
+                for line in lines:
+                    item = selector.accept(line)
+                    if item is not None:
+                        yield item
+                continue
+            replaced = _reopened(path, fd)
+            if replaced is not None:
+                fd, offset, rest = replaced, 0, b""
+                own.append(fd)
+                continue
+            if fd is not None and os.fstat(fd).st_size < offset:
+                offset, rest = 0, b""  # truncated in place (max-file 1)
+                continue
+            if not is_running():
+                if fd is None or os.fstat(fd).st_size <= offset:
+                    return
+                continue  # written between our read and the check: read it
+            time.sleep(FOLLOW_POLL)
+    finally:
+        for owned in own:
+            os.close(owned)
+
+
+def _reopened(path: str, fd: int | None) -> int | None:
+    """A new fd on PATH if it now names another file than FD (a rotation)."""
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return None
+    if fd is not None:
+        was = os.fstat(fd)
+        if (was.st_dev, was.st_ino) == (now.st_dev, now.st_ino):
+            return None
+    return _open_or_none(path)
