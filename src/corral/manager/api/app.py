@@ -141,6 +141,10 @@ def status_of(exc: BaseException) -> int | None:
 
 
 async def _common_headers(request: web.Request, response: web.StreamResponse) -> None:
+    # The Go client reads an error's "message" only when the type is exactly
+    # application/json (no charset); else it shows the raw body.
+    if response.headers.get("Content-Type", "").startswith("application/json;"):
+        response.headers["Content-Type"] = "application/json"
     response.headers["Api-Version"] = version_text(API_VERSION)
     response.headers["Docker-Experimental"] = "false"
     response.headers["Ostype"] = "linux"
