@@ -291,7 +291,9 @@ def test_command_not_found_is_reported_and_nothing_is_left(bundle_factory, spawn
     shim = spawn(bundle_factory(["no-such-command"]))
     assert "executable file not found" in shim.ready["error"]
     assert "no-such-command" in shim.ready["error"]
-    assert shim.pid == 0  # shim.pid removed: the shim has exited
+    assert shim.pid == 0  # shim.pid removed before the ready line
+    shim_pid = shim.state()["shim_pid"]
+    wait_until(lambda: not _alive(shim_pid), timeout=5)
     assert not os.path.exists(shim.sock)
     assert not (shim.runtime_root / shim.id).exists()
     state = shim.state()

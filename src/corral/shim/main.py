@@ -158,9 +158,9 @@ def run(options: Options) -> int:
         shim.log("error", f"start '{options.id}': {exc}")
         shim.write_state(status="exited", error=str(exc), exit_code=failure_code(exc),
                          finished_at=shim.state["started_at"])
-        report_ready(options.ready_fd, {"error": str(exc)})
         shim.close()
         _unlink(os.path.join(options.state_dir, "shim.pid"))
+        report_ready(options.ready_fd, {"error": str(exc)})  # once all is undone
         return 1
     report_ready(options.ready_fd, {"pid": shim.state["pid"]})
     try:
