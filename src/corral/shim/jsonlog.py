@@ -91,7 +91,12 @@ class LogWriter:
         data = self._partial[stream] + data
         lines = data.split(b"\n")
         rest = lines.pop()
-        records = [line + b"\n" for line in lines]
+        records = []
+        for line in lines:
+            while len(line) >= PARTIAL_MAX:
+                records.append(line[:PARTIAL_MAX])
+                line = line[PARTIAL_MAX:]
+            records.append(line + b"\n")
         while len(rest) >= PARTIAL_MAX:
             records.append(rest[:PARTIAL_MAX])
             rest = rest[PARTIAL_MAX:]
@@ -327,6 +332,12 @@ def _follow(path: str, fd: int | None, offset: int, selector: _Filter,
                 continue
             replaced = _reopened(path, fd)
             if replaced is not None:
+                # What was written to the old file between our last read and
+                # the rename is still in it: read it before moving on.
+                for line in _rest_of(fd, offset, rest):
+                    item = selector.accept(line)
+                    if item is not None:
+                        yield item
                 fd, offset, rest = replaced, 0, b""
                 own.append(fd)
                 continue
@@ -341,6 +352,15 @@ def _follow(path: str, fd: int | None, offset: int, selector: _Filter,
     finally:
         for owned in own:
             os.close(owned)
+
+
+def _rest_of(fd: int | None, offset: int, rest: bytes) -> list[bytes]:
+    """The complete lines of FD after OFFSET, REST being a partial line before it."""
+    if fd is None:
+        return []
+    end = _complete_end(fd)
+    data = rest + (os.pread(fd, end - offset, offset) if end > offset else b"")
+    return data.split(b"\n")[:-1]
 
 
 def _reopened(path: str, fd: int | None) -> int | None:
