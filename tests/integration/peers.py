@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import http.client
 import io
 import json
 import os
@@ -124,7 +125,7 @@ def write_image_archive(rootfs: Path, archive: Path, reference: str = IMAGE) -> 
 # -- cleaning up after a daemon ---------------------------------------------
 
 
-def _processes_mentioning(marker: str) -> list[int]:
+def processes_mentioning(marker: str) -> list[int]:
     """PIDs whose command line names MARKER (our private work directory)."""
     found = []
     for entry in Path("/proc").iterdir():
@@ -307,7 +308,7 @@ class Daemon:
         """What outlived the daemon: processes naming our work directory
         (shims), processes and cgroups under our cgroup, and mounts."""
         left = []
-        strays = _processes_mentioning(str(self.workdir))
+        strays = processes_mentioning(str(self.workdir))
         if strays:
             left.append(f"processes {strays} naming {self.workdir}")
             left += kill_processes(strays)
@@ -410,7 +411,7 @@ class Containerd(Daemon):
     def kill_shim(self, container_id: str, namespace: str | None = None) -> list[str]:
         """Kill a shim of CONTAINER_ID that outlived its container (by its PID)."""
         flags = ["-namespace", namespace or self.namespace, "-id", container_id]
-        return kill_processes([pid for pid in _processes_mentioning(str(self.address))
+        return kill_processes([pid for pid in processes_mentioning(str(self.address))
                                if _cmdline(pid)[1:5] == flags])
 
     def import_image(self, archive: Path) -> None:
@@ -570,3 +571,99 @@ def run_in_pty(argv: list[str], *, env: dict[str, str] | None = None,
         return process.wait(timeout), output.decode(errors="replace")
     finally:
         os.close(master)
+
+
+# -- corrald ------------------------------------------------------------------
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float = 30) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+class Corrald:
+    """corrald on a socket and root of its own, stopped by its PID."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.socket = workdir / "corral.sock"
+        self.root = workdir / "root"
+        # Short: the engine's shim sockets are <run>/shims/<64-hex id>/shim.sock
+        # and a unix socket path has at most 107 bytes.
+        self.run_dir = Path(f"/tmp/cr-{workdir.name[-8:]}")
+        self.client_config = workdir / "client"
+        self.client_config.mkdir(exist_ok=True)
+        self.log_path = workdir / "corrald.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Corrald:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "corral.manager.daemon", "-H", f"unix://{self.socket}",
+                 "--root", str(self.root), "--exec-root", str(self.run_dir)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log_tail()
+            if self.socket.exists() and self.request("GET", "/_ping")[0] == 200:
+                return self
+            time.sleep(0.05)
+        raise AssertionError(f"corrald not ready:\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict | None = None) -> tuple[int, bytes, dict]:
+        connection = UnixHTTPConnection(str(self.socket))
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, response.read(), dict(response.getheaders())
+        except OSError:
+            return 0, b"", {}
+        finally:
+            connection.close()
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "DOCKER_HOST": f"unix://{self.socket}",
+                "DOCKER_CONFIG": str(self.client_config)}
+
+    def docker(self, *args: str, timeout: float = 120, input: bytes | None = None,
+               ) -> subprocess.CompletedProcess:
+        result = subprocess.run(["docker", *args], capture_output=True, env=self.env(),
+                                timeout=timeout, input=input)
+        result.stdout = result.stdout.decode(errors="replace")
+        result.stderr = result.stderr.decode(errors="replace")
+        return result
+
+    def ok(self, *args: str, **kwargs) -> str:
+        result = self.docker(*args, **kwargs)
+        assert result.returncode == 0, (f"docker {' '.join(args)} exited "
+                                        f"{result.returncode}: {result.stderr}")
+        return result.stdout
+
+    def stop(self) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"corrald ignored SIGTERM:\n{self.log_tail()}") from None
+
+    def cleanup(self) -> None:
+        self.stop()
+        for directory in (self.workdir, self.run_dir):
+            kill_processes(processes_mentioning(str(directory)))
+            unmount_under(directory)
+            remove_tree(directory)

@@ -9,114 +9,16 @@ give their images names of their own.
 
 from __future__ import annotations
 
-import http.client
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.integration import peers
 
-PYTHON = sys.executable
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float = 30) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
-
-
-class Corrald:
-    """corrald on a socket and root of its own, stopped by its PID."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.socket = workdir / "corral.sock"
-        self.root = workdir / "root"
-        # Short: the engine's shim sockets are <run>/shims/<64-hex id>/shim.sock
-        # and a unix socket path has at most 107 bytes.
-        self.run_dir = Path(f"/tmp/cr-{workdir.name[-8:]}")
-        self.client_config = workdir / "client"
-        self.client_config.mkdir(exist_ok=True)
-        self.log_path = workdir / "corrald.log"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> Corrald:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [PYTHON, "-m", "corral.manager.daemon", "-H", f"unix://{self.socket}",
-                 "--root", str(self.root), "--exec-root", str(self.run_dir)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log_tail()
-            if self.socket.exists() and self.request("GET", "/_ping")[0] == 200:
-                return self
-            time.sleep(0.05)
-        raise AssertionError(f"corrald not ready:\n{self.log_tail()}")
-
-    def log_tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict | None = None) -> tuple[int, bytes, dict]:
-        connection = UnixHTTPConnection(str(self.socket))
-        try:
-            connection.request(method, path, body=body, headers=headers or {})
-            response = connection.getresponse()
-            return response.status, response.read(), dict(response.getheaders())
-        except OSError:
-            return 0, b"", {}
-        finally:
-            connection.close()
-
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "DOCKER_HOST": f"unix://{self.socket}",
-                "DOCKER_CONFIG": str(self.client_config)}
-
-    def docker(self, *args: str, timeout: float = 120, input: bytes | None = None,
-               ) -> subprocess.CompletedProcess:
-        result = subprocess.run(["docker", *args], capture_output=True, env=self.env(),
-                                timeout=timeout, input=input)
-        result.stdout = result.stdout.decode(errors="replace")
-        result.stderr = result.stderr.decode(errors="replace")
-        return result
-
-    def ok(self, *args: str, **kwargs) -> str:
-        result = self.docker(*args, **kwargs)
-        assert result.returncode == 0, (f"docker {' '.join(args)} exited "
-                                        f"{result.returncode}: {result.stderr}")
-        return result.stdout
-
-    def stop(self) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise AssertionError(f"corrald ignored SIGTERM:\n{self.log_tail()}") from None
-
-    def cleanup(self) -> None:
-        self.stop()
-        for directory in (self.workdir, self.run_dir):
-            peers.kill_processes(peers._processes_mentioning(str(directory)))
-            peers.unmount_under(directory)
-            peers.remove_tree(directory)
+UnixHTTPConnection = peers.UnixHTTPConnection
+Corrald = peers.Corrald
 
 
 def _need_docker_cli() -> None:
