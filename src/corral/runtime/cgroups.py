@@ -28,21 +28,25 @@ def mounts() -> dict[str, str]:
     """Controller (or ``name=X``, or "" for cgroup2) -> mount point."""
     found: dict[str, str] = {}
     with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            fstype, _, super_options = right.split(" ", 2)
-            if fstype == "cgroup2":
-                found.setdefault(V2, left.split(" ")[4])
-            elif fstype == "cgroup":
-                mountpoint = left.split(" ")[4]
-                names = [
-                    option
-                    for option in super_options.strip().split(",")
-                    if option not in ("rw", "ro") and not option.startswith("release_agent")
-                    and option not in ("noprefix", "clone_children", "xattr")
-                    and not option.startswith("cpuset_v2_mode")
-                ]
-                found.setdefault(",".join(names), mountpoint)
+        text = f.read()
+    for line in text.splitlines():
+        # Paths in mountinfo escape their spaces, so " - " is the separator.
+        if " - cgroup" not in line:
+            continue
+        left, _, right = line.partition(" - ")
+        fstype, _, super_options = right.split(" ", 2)
+        if fstype == "cgroup2":
+            found.setdefault(V2, left.split(" ")[4])
+        elif fstype == "cgroup":
+            mountpoint = left.split(" ")[4]
+            names = [
+                option
+                for option in super_options.strip().split(",")
+                if option not in ("rw", "ro") and not option.startswith("release_agent")
+                and option not in ("noprefix", "clone_children", "xattr")
+                and not option.startswith("cpuset_v2_mode")
+            ]
+            found.setdefault(",".join(names), mountpoint)
     return found
 
 
@@ -52,10 +56,13 @@ def warm_up() -> int:
     Moving a task into another cgroup takes cgroup_threadgroup_rwsem for
     writing, and the first writer after a quiet spell waits for an RCU grace
     period (5 to 20 ms on our machines); writers within the next few tens of
-    milliseconds do not (rcu_sync). So as soon as ``create`` starts, a child
-    moves itself into the root cgroup of one hierarchy and exits; by the time
-    init is moved the wait is paid, in parallel with our own start. Returns
-    the child's pid (0 if there is no cgroup to move into, or no shell).
+    milliseconds do not (rcu_sync). So as soon as ``create`` starts (first
+    thing, in __main__), a child moves itself into the root cgroup of one
+    hierarchy and exits; by the time init is moved the wait is paid, in
+    parallel with our own start. The child waits holding the kernel's
+    cgroup_mutex, so every cgroup change of ours, a mkdir too, waits until
+    it is done: create makes none before it has forked init. Returns the
+    child's pid (0 if there is no cgroup to move into, or no shell).
 
     The child is a shell, spawned (vfork and exec), not a fork of ours: while
     a forked child lives, every page we write is copied first, and a Python

@@ -99,11 +99,6 @@ def main(argv: list[str]) -> int:
     handler = COMMANDS.get(command)
     if handler is None:
         return _fail(f"no such command: {command}", usage=True)
-    warm_pid = 0
-    if command in ("create", "run", "exec"):
-        from .cgroups import warm_up
-
-        warm_pid = warm_up()
     try:
         if options["systemd_cgroup"]:
             raise NotSupported("--systemd-cgroup", "the systemd cgroup driver is not "
@@ -120,12 +115,6 @@ def main(argv: list[str]) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 - one line, never a traceback
         return _fail(f"{command}: internal error: {type(exc).__name__}: {exc}")
-    finally:
-        if warm_pid:
-            try:
-                os.waitpid(warm_pid, 0)
-            except ChildProcessError:
-                pass  # run and exec reap every child they see
 
 
 def _fail(message: str, usage: bool = False) -> int:
