@@ -44,6 +44,7 @@ from .errors import (
 )
 from .observe import Observing
 from .records import Container, Records
+from .recovery import Recovery
 
 DEFAULT_ROOT = Path("/var/lib/corral")
 DEFAULT_RUN = Path("/run/corral")
@@ -51,7 +52,7 @@ DEFAULT_STOP_TIMEOUT = 10
 _POLL = 0.02
 
 
-class Engine(Observing):
+class Engine(Observing, Recovery):
     """The containers of one root (``/var/lib/corral``) and run directory."""
 
     def __init__(self, root: Path = DEFAULT_ROOT, run: Path = DEFAULT_RUN) -> None:
@@ -120,13 +121,14 @@ class Engine(Observing):
         container_id = secrets.token_hex(32)
         record = Container(container_id, name, "creating", time.time(), str(image.id),
                            image_ref, {"request": "pending"})
-        self.records.insert(record)
-        try:
-            document = self._make(container_id, request, image, image_ref)
-            self.records.update(container_id, document=document, mark="created")
-        except BaseException:
-            self._undo_create(container_id)
-            raise
+        with self._locked(container_id):
+            self.records.insert(record)
+            try:
+                document = self._make(container_id, request, image, image_ref)
+                self.records.update(container_id, document=document, mark="created")
+            except BaseException:
+                self._undo_create(container_id)
+                raise
         self._event(self.records.get(container_id), "create")
         return {"Id": container_id, "Warnings": []}
 
@@ -192,6 +194,7 @@ class Engine(Observing):
         with contextlib.suppress(image_errors.Error, OSError):
             remove_bundle(self.store, directory, container_id)
         shutil.rmtree(directory, ignore_errors=True)
+        (self.run / "locks" / container_id).unlink(missing_ok=True)
         self.records.delete(container_id)
 
     # State -------------------------------------------------------------------

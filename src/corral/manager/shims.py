@@ -123,15 +123,52 @@ def runtime(runtime_root: Path, *args: str, check: bool = True,
     return completed
 
 
-def kill_shim(state_dir: Path) -> None:
-    """SIGKILL a shim by its pid file (a half-made start being undone)."""
-    with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+def kill_shim(state_dir: Path, timeout: float = 5.0) -> None:
+    """SIGKILL the shim of ``state_dir`` if it still lives, and wait for it
+    to be gone, so it writes nothing there after its caller removes it."""
+    import time
+
+    try:
         pid = int((state_dir / "shim.pid").read_text().strip())
-        if alive(pid) and _is_shim(pid):
-            os.kill(pid, 9)
+    except (FileNotFoundError, ValueError):
+        return
+    if not alive(pid) or not _is_shim(pid):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, 9)
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
 def _is_shim(pid: int) -> bool:
     with contextlib.suppress(OSError):
-        return b"corral-shim" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return looks_like_shim(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"))
     return False
+
+
+def looks_like_shim(args: list[bytes]) -> bool:
+    """Whether a command line is corral-shim's: its launcher, or the
+    ``python -S -c ...corral.shim.main...`` it re-executes itself as."""
+    return any(b"corral-shim" in a or b"corral.shim.main" in a for a in args[:4])
+
+
+def running_shims(state_root: Path) -> set[str]:
+    """IDs of the live shims whose state directory is under ``state_root``,
+    found from /proc: a shim that has not yet written its pid file counts."""
+    ids = set()
+    prefix = f"{state_root}/".encode()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as file:
+                args = file.read().split(b"\0")
+        except OSError:
+            continue
+        if b"--state-dir" not in args or not looks_like_shim(args):
+            continue
+        index = args.index(b"--state-dir") + 1
+        if index < len(args) and args[index].startswith(prefix) and alive(int(entry.name)):
+            ids.add(args[index][len(prefix):].decode(errors="replace"))
+    return ids
