@@ -315,7 +315,7 @@ def cmd_ps(context, args) -> int:
         return 0
     if args.format:
         for container in containers:
-            print(output.render_template(args.format, container))
+            print(output.render_template(args.format, _ps_fields(container, args.no_trunc)))
         return 0
     rows = [_ps_row(c, args.no_trunc) for c in containers]
     output.table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS",
@@ -331,6 +331,19 @@ def _ps_row(container: dict, no_trunc: bool) -> list[str]:
     return [container["Id"] if no_trunc else container["Id"][:12], container.get("Image", ""),
             f'"{command}"', output.ago(container.get("Created")),
             container.get("Status", ""), _ports(container.get("Ports") or []), names]
+
+
+def _ps_fields(container: dict, no_trunc: bool) -> dict:
+    """The fields ``docker ps --format`` templates see (not the raw JSON:
+    a short ID, names without the slash, a quoted command)."""
+    container_id, image, command, created, status, ports, names = _ps_row(container,
+                                                                          no_trunc)
+    labels = ",".join(f"{k}={v}" for k, v in (container.get("Labels") or {}).items())
+    return {"ID": container_id, "Image": image, "Command": command,
+            "CreatedAt": output.event_time(int((container.get("Created") or 0) * 1e9)),
+            "RunningFor": created, "Ports": ports, "State": container.get("State", ""),
+            "Status": status, "Names": names, "Labels": labels,
+            "Size": str(container.get("SizeRw", ""))}
 
 
 def _ports(ports: list[dict]) -> str:
@@ -360,11 +373,20 @@ def cmd_logs(context, args) -> int:
     for stream, data in context.backend.logs(
             args.container, stdout=True, stderr=True, follow=args.follow,
             since=output.since_time(args.since), until=output.since_time(args.until),
-            tail=None if args.tail == "all" else args.tail, timestamps=args.timestamps):
+            tail=_tail(args.tail), timestamps=args.timestamps):
         out = outputs.get(stream, sys.stdout.buffer)
         out.write(data)
         out.flush()
     return 0
+
+
+def _tail(text: str) -> int | None:
+    if text == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise SystemExit(f"corral: --tail '{text}': a number of lines or 'all'") from None
 
 
 def _container_inspect(parser: argparse.ArgumentParser) -> None:

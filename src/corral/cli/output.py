@@ -112,13 +112,13 @@ def json_line(document: object) -> str:
     return json.dumps(document, separators=(",", ":"))
 
 
-def since_time(text: str | None) -> str | None:
+def since_time(text: str | None) -> float | None:
     """--since/--until as Docker takes them: an RFC 3339 time, a UNIX time,
     or a duration before now ("10m", "1h30m", "45s"); as UNIX seconds."""
     if not text:
         return None
     if text.replace(".", "", 1).isdigit():
-        return text
+        return float(text)
     seconds, number = 0.0, ""
     units = {"s": 1, "m": 60, "h": 3600}
     for char in text:
@@ -131,12 +131,12 @@ def since_time(text: str | None) -> str | None:
             seconds = -1
             break
     if seconds >= 0 and not number:
-        return f"{time.time() - seconds:.9f}"
+        return time.time() - seconds
     parsed = parse_time(text)
     if parsed is None:
         raise SystemExit(f"corral: '{text}' is not a time or a duration (2024-01-02T15:04:05Z, "
                          f"1704207845 or 10m)")
-    return f"{parsed:.9f}"
+    return parsed
 
 
 def event_time(nanoseconds: int) -> str:
