@@ -8,6 +8,7 @@ processes and the runtime's state directory.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -317,3 +318,25 @@ def test_idle_shim_memory(bundle_factory, spawn):
     modules = subprocess.run(["cat", f"/proc/{shim.pid}/maps"], capture_output=True,
                              text=True).stdout
     assert "_ctypes" not in modules and "sqlite" not in modules
+
+
+def test_exit_command_runs_once_gone_and_events_name_the_container(bundle_factory, spawn,
+                                                                   tmp_path):
+    db = tmp_path / "containers.db"
+    marker = tmp_path / "exit-command-ran"
+    command = json.dumps(["/bin/sh", "-c", f"echo done > {marker}"])
+    shim = spawn(bundle_factory(["sh", "-c", "exit 0"]), "--name", "web",
+                 "--image", "busybox:1", "--exit-command", command, events_db=db)
+    shim.wait_gone()
+    wait_until(marker.exists)
+    assert marker.read_text() == "done\n"
+    with sqlite3.connect(db) as connection:
+        [(attributes,)] = connection.execute(
+            "SELECT attributes FROM events WHERE actor_id = ? AND action = 'die'",
+            (shim.id,))
+    assert json.loads(attributes) == {"name": "web", "image": "busybox:1", "exitCode": "0"}
+
+
+def test_a_bad_exit_command_is_refused(bundle_factory, spawn):
+    with pytest.raises(subprocess.CalledProcessError):
+        spawn(bundle_factory(["true"]), "--exit-command", "rm -rf /")

@@ -28,11 +28,13 @@ USAGE = """usage: corral-shim --id ID --bundle DIR --state-dir DIR --runtime PAT
                    --runtime-root DIR --log-path FILE [--log-max-size BYTES]
                    [--log-max-file N] [--tty] [--stdin] [--stdin-once]
                    [--restart no|always|unless-stopped|on-failure[:N]]
-                   [--events-db FILE] --ready-fd FD
+                   [--events-db FILE] [--name NAME] [--image IMAGE]
+                   [--exit-command JSON-ARGV] --ready-fd FD
 """
 
 _VALUES = {"id", "bundle", "state-dir", "runtime", "runtime-root", "log-path",
-           "log-max-size", "log-max-file", "restart", "events-db", "ready-fd"}
+           "log-max-size", "log-max-file", "restart", "events-db", "ready-fd",
+           "name", "image", "exit-command"}
 _SWITCHES = {"tty", "stdin", "stdin-once"}
 _REQUIRED = ("id", "bundle", "state-dir", "runtime", "runtime-root", "log-path",
              "ready-fd")
@@ -85,9 +87,28 @@ def _options(values: dict[str, str], switches: set[str]) -> Options:
     options.restart = RestartPolicy.parse(values.get("restart", "no"))
     options.events_db = values.get("events-db", "")
     options.ready_fd = _number(values, "ready-fd", -1)
+    options.name = values.get("name", "")
+    options.image = values.get("image", "")
+    options.exit_command = _argv(values.get("exit-command"))
     if options.log_max_file < 1:
         raise InvalidArgument("flag '--log-max-file': must be at least 1")
     return options
+
+
+def _argv(text: str | None) -> list[str]:
+    """--exit-command: a JSON list of strings, the command to run once the
+    container is gone for good (AutoRemove asks for one)."""
+    if not text:
+        return []
+    from corral import _json
+
+    try:
+        argv = _json.loads(text)
+    except ValueError:
+        argv = None
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        raise InvalidArgument("flag '--exit-command': must be a JSON list of strings")
+    return argv
 
 
 def _number(values: dict[str, str], name: str, default: int) -> int:

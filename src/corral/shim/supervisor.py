@@ -53,6 +53,9 @@ class Options:
         self.restart = RestartPolicy()
         self.events_db = ""
         self.ready_fd = -1
+        self.name = ""
+        self.image = ""
+        self.exit_command: list[str] = []
 
 
 def now() -> str:
@@ -127,8 +130,11 @@ class Shim(Server):
             try:
                 from .events import record
 
+                named = {key: value for key, value in (("name", self.options.name),
+                                                       ("image", self.options.image))
+                         if value}
                 record(self.options.events_db, "container", action, self.options.id,
-                       attributes)
+                       {**named, **attributes})
                 code = 0
             finally:
                 os._exit(code)
@@ -459,6 +465,18 @@ class Shim(Server):
             _unlink(self.sock_path)
         self.loop.close()
         self._reap_all()
+        self._run_exit_command()
+
+    def _run_exit_command(self) -> None:
+        """Start --exit-command, detached: it outlives us (it may remove the
+        container, and this shim's own directory with it)."""
+        if not self.options.exit_command or not self.finishing:
+            return
+        try:
+            os.posix_spawn(self.options.exit_command[0], self.options.exit_command,
+                           dict(os.environ), setsid=True)
+        except OSError as exc:
+            self.log("warning", f"exit command: {exc}")
 
     def _reap_all(self) -> None:
         while True:
