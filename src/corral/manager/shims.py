@@ -34,6 +34,9 @@ class ShimOptions:
     restart: str = "no"
     log_max_size: int = 0
     log_max_file: int = 1
+    name: str = ""                       # for the shim's events
+    image: str = ""
+    exit_command: tuple[str, ...] = ()   # run once the container is gone for good
 
 
 def spawn(container_id: str, *, bundle: Path, state_dir: Path, runtime_root: Path,
@@ -53,6 +56,11 @@ def spawn(container_id: str, *, bundle: Path, state_dir: Path, runtime_root: Pat
             "--ready-fd", str(write_end)]
     args += [flag for flag, on in (("--tty", options.tty), ("--stdin", options.stdin),
                                    ("--stdin-once", options.stdin_once)) if on]
+    for flag, value in (("--name", options.name), ("--image", options.image)):
+        if value:
+            args += [flag, value]
+    if options.exit_command:
+        args += ["--exit-command", json.dumps(list(options.exit_command))]
     try:
         process = subprocess.Popen(args, stdin=subprocess.DEVNULL,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
