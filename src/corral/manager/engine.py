@@ -20,6 +20,7 @@ import fcntl
 import os
 import secrets
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,7 @@ from ..shim import protocol
 from ..shim.errors import Error as ShimError
 from . import docker_model, names, shims
 from . import spec as specs
+from .attach import Attaching
 from .docker_model import State
 from .errors import (
     Conflict,
@@ -42,6 +44,7 @@ from .errors import (
     StartFailed,
     no_such_container,
 )
+from .execs import Execs
 from .observe import Observing
 from .records import Container, Records
 from .recovery import Recovery
@@ -52,7 +55,7 @@ DEFAULT_STOP_TIMEOUT = 10
 _POLL = 0.02
 
 
-class Engine(Observing, Recovery):
+class Engine(Observing, Recovery, Attaching, Execs):
     """The containers of one root (``/var/lib/corral``) and run directory."""
 
     def __init__(self, root: Path = DEFAULT_ROOT, run: Path = DEFAULT_RUN) -> None:
@@ -67,6 +70,9 @@ class Engine(Observing, Recovery):
         self.events_db = self.root / "containers.db"
         self.records = Records(self.events_db)
         shim_events.connect(str(self.events_db)).close()
+        # The pty masters of the execs this process runs (for exec_resize).
+        self._exec_ptys: dict[str, int] = {}
+        self._exec_lock = threading.Lock()
 
     def close(self) -> None:
         self.records.close()

@@ -223,6 +223,14 @@ class Records:
                 db.execute("UPDATE execs SET exit_code = ? WHERE id = ?",
                            (exit_code, exec_id))
 
+    def claim_exec(self, exec_id: str) -> bool:
+        """Mark a never-started exec running; False if it has been started
+        (by any process: the check and the change are one statement)."""
+        with self.transaction() as db:
+            cursor = db.execute("UPDATE execs SET running = 1 WHERE id = ? AND running = 0 "
+                                "AND exit_code IS NULL", (exec_id,))
+            return cursor.rowcount == 1
+
     def get_exec(self, exec_id: str) -> ExecRecord:
         rows = self._query("SELECT * FROM execs WHERE id = ?", (exec_id,))
         if not rows:
