@@ -10,6 +10,7 @@ give their images names of their own.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 
@@ -269,18 +270,124 @@ def test_create_refuses_malformed_and_mistyped_bodies(corrald):
     assert status == 400 and "Image" in json.loads(body)["message"]
 
 
-def _engine_has(name: str) -> None:
-    from corral.manager.engine import Engine
+# Streams: attach, resize, exec ----------------------------------------------------
 
-    if not hasattr(Engine, name):
-        pytest.skip(f"the engine has no {name}() yet (docs/dev/manager.md lists it)")
+# The client sizes the terminal once the process runs: wait for it.
+STTY_SIZE = ('for i in $(seq 100); do size=$(stty size 2>&1); '
+             'case $size in [1-9]*) break;; esac; sleep 0.05; done; echo "$size"')
+
+
+def in_pty(corrald, *args: str) -> tuple[int, str]:
+    return peers.run_in_pty(["docker", *args], env=corrald.env(), rows=33, columns=101)
+
+
+@pytest.fixture
+def running(corrald, pulled):
+    """A running container to exec in; removed afterwards."""
+    container_id = corrald.ok("run", "-d", pulled, "sleep", "300").strip()
+    yield container_id
+    corrald.docker("rm", "-f", container_id)
 
 
 def test_run_rm_prints_output_and_exit_status(corrald, pulled):
-    _engine_has("attach")
     result = corrald.docker("run", "--rm", pulled, "sh", "-c", "echo out; echo err >&2; "
                             "exit 3", timeout=60)
     assert (result.returncode, result.stdout, result.stderr) == (3, "out\n", "err\n")
+
+
+def test_run_i_with_stdin_piped(corrald, pulled):
+    result = corrald.docker("run", "-i", "--rm", pulled, "cat", input=b"hi\n")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "hi\n", "")
+
+
+def test_run_t_through_a_pty_follows_the_terminal_size(corrald, pulled):
+    status, shown = in_pty(corrald, "run", "--rm", "-it", pulled, "sh", "-c",
+                           f"tty; {STTY_SIZE}; exit 2")
+    assert status == 2
+    assert shown.startswith("/dev/pts/") and shown.endswith("\r\n33 101\r\n")
+
+
+def test_exec_streams_and_exit_codes(corrald, running):
+    result = corrald.docker("exec", running, "sh", "-c", "echo o; echo e >&2; exit 5")
+    assert (result.returncode, result.stdout, result.stderr) == (5, "o\n", "e\n")
+    result = corrald.docker("exec", "-i", running, "cat", input=b"piped\n")
+    assert (result.returncode, result.stdout) == (0, "piped\n")
+    result = corrald.docker("exec", "-e", "A=b", "-w", "/tmp", "-u", "app", running,
+                            "sh", "-c", "echo $A; pwd; id -u")
+    assert (result.returncode, result.stdout) == (0, "b\n/tmp\n1000\n")
+
+
+def test_exec_it_through_a_pty(corrald, running):
+    status, shown = in_pty(corrald, "exec", "-it", running, "sh", "-c",
+                           f"tty; {STTY_SIZE}; exit 4")
+    assert status == 4
+    assert shown.startswith("/dev/pts/") and shown.endswith("\r\n33 101\r\n")
+
+
+def test_exec_of_a_missing_program_is_dockers_126(corrald, running):
+    # dockerd 20.10 writes the same line, CR LF, on the stdout stream; exits 126.
+    result = corrald.docker("exec", running, "nonexist")
+    assert result.returncode == 126
+    assert result.stdout == ('OCI runtime exec failed: exec failed: unable to start '
+                             'container process: exec: "nonexist": executable file not '
+                             'found in $PATH: unknown\r\n')
+
+
+def test_exec_in_a_stopped_container_is_refused(corrald, pulled):
+    container_id = corrald.ok("create", pulled, "true").strip()
+    try:
+        result = corrald.docker("exec", container_id, "ls")
+        assert result.returncode == 1
+        assert result.stderr == (f"Error response from daemon: Container {container_id} "
+                                 f"is not running\n")
+    finally:
+        corrald.docker("rm", "-f", container_id)
+
+
+def test_attach_to_a_running_container(corrald, pulled):
+    container_id = corrald.ok("run", "-d", pulled, "sh", "-c",
+                              "echo before; sleep 1; echo after; exit 7").strip()
+    try:
+        result = corrald.docker("attach", container_id)
+        assert (result.returncode, result.stdout) == (7, "after\n")
+    finally:
+        corrald.docker("rm", "-f", container_id)
+
+
+def test_exec_inspect_and_no_leftovers_in_corrald(corrald, running):
+    before = _corrald_threads(corrald)
+    for _ in range(3):
+        corrald.docker("exec", running, "true")
+    exec_ids = json.loads(corrald.ok("inspect", running))[0]["ExecIDs"]
+    assert len(exec_ids) >= 3
+    status, body, _ = corrald.request("GET", f"/v1.47/exec/{exec_ids[-1]}/json")
+    document = json.loads(body)
+    assert status == 200
+    assert (document["Running"], document["ExitCode"], document["ContainerID"]) == (
+        False, 0, running)
+    # Every exec reaped, every relay thread gone.
+    assert _zombies(corrald.process.pid) == []
+    deadline = time.monotonic() + 5
+    while _corrald_threads(corrald) > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _corrald_threads(corrald) <= before
+
+
+def _zombies(parent: int) -> list[int]:
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = open(f"/proc/{entry.name}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if stat[0] == "Z" and int(stat[1]) == parent:
+                found.append(int(entry.name))
+    return found
+
+
+def _corrald_threads(corrald) -> int:
+    return len(os.listdir(f"/proc/{corrald.process.pid}/task"))
 
 
 def test_sigterm_stops_corrald_and_leaves_containers_running(corrald, pulled, tmp_path):

@@ -215,7 +215,8 @@ class Engine(Observing, Recovery, Attaching, Execs):
     def state(self, container: Container) -> State:
         """The container's dynamic state, from its shim's state.json."""
         if container.mark == "removing":
-            return State(status="removing")
+            # The last state, kept by remove(): a wait ending now has its exit code.
+            return State(**dict(container.last_state or {}, status="removing"))
         shim = shims.read_state(self.state_dir(container.id))
         if shim is None:
             last = container.last_state or {}
@@ -391,31 +392,37 @@ class Engine(Observing, Recovery, Attaching, Execs):
             if state.status == "restarting" or (state.running and not container.paused):
                 time.sleep(_POLL)
                 state = self.state(self.records.get(container.id))
-        self.records.update(container.id, last_state=state.__dict__)
+        if state.status != "removing":
+            self.records.update(container.id, last_state=state.__dict__)
         return {"StatusCode": state.exit_code, "Error": None}
 
     def _wait_running(self, container: Container, state: State) -> State:
-        """Wait until a (new) run of the container has started."""
-        before = state.started_at if state.running else None
+        """Wait until a run of the container has started, or has come and gone
+        (a short one may be over between two looks)."""
+        if state.running:
+            return state
+        before = state.started_at
         while True:
             try:
                 current = self.records.get(container.id)
             except NotFound:
                 raise no_such_container(container.id) from None
             state = self.state(current)
-            if state.running and state.started_at != before:
-                return state
-            if state.status == "exited" and state.started_at != before and before:
+            if state.started_at != before and (state.running or state.status == "exited"):
                 return state
             time.sleep(_POLL)
 
     def _wait_removed(self, container: Container) -> dict:
-        state = self.state(container)
+        """The exit code of the (next) run, once the container is removed:
+        ``docker run --rm`` exits with it."""
+        code = self.state(container).exit_code
+        with contextlib.suppress(NotFound):
+            code = self.wait(container.id)["StatusCode"]
         while True:
             try:
-                state = self.state(self.records.get(container.id))
+                self.records.get(container.id)
             except NotFound:
-                return {"StatusCode": state.exit_code, "Error": None}
+                return {"StatusCode": code, "Error": None}
             time.sleep(_POLL * 5)
 
     # Remove and rename ---------------------------------------------------------
@@ -430,7 +437,7 @@ class Engine(Observing, Recovery, Attaching, Execs):
                 raise Conflict(f"You cannot remove a {state.status} container "
                                f"{container.id}. Stop the container before attempting "
                                f"removal or force remove")
-            self.records.update(container.id, mark="removing")
+            self.records.update(container.id, mark="removing", last_state=state.__dict__)
             if state.running:
                 self._kill_for_removal(container)
             self._destroy(container.id)
