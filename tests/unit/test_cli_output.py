@@ -33,8 +33,28 @@ def test_parse_time_with_nanoseconds():
 def test_template():
     document = {"Id": "sha256:abc", "Config": {"Cmd": ["sh", "-c"]}}
     assert output.render_template("{{.Id}} {{.Config.Cmd}}", document) == "sha256:abc [sh -c]"
-    assert output.render_template("{{json .Config}}", document) == '{"Cmd": ["sh", "-c"]}'
+    # Go's encoding: no spaces.
+    assert output.render_template("{{json .Config}}", document) == '{"Cmd":["sh","-c"]}'
     assert output.render_template("{{.Nope}}", document) == "<no value>"
+    # Regressions (a fresh user's report): index, range, and a malformed action.
+    tags = {"RepoTags": ["two:1", "x:2"], "Flag": True, "Null": None}
+    assert output.render_template("{{index .RepoTags 0}}", tags) == "two:1"
+    assert output.render_template("{{range .RepoTags}}{{.}},{{end}}", tags) == "two:1,x:2,"
+    assert output.render_template("{{if .Flag}}y{{else}}n{{end}} {{.Null}}", tags) == "y <nil>"
+    assert output.render_template("{{join .RepoTags \" \"}}", tags) == "two:1 x:2"
+    with pytest.raises(SystemExit, match="unclosed action"):
+        output.render_template("{{.Id", document)
+    with pytest.raises(SystemExit, match="unexpected EOF"):
+        output.render_template("{{range .RepoTags}}", tags)
+
+
+def test_formatted_json_lines_and_tables(capsys):
+    rows = [{"ID": "abc", "Size": "1MB"}, {"ID": "defgh", "Size": "22MB"}]
+    output.formatted("json", rows, {})
+    assert capsys.readouterr().out == '{"ID":"abc","Size":"1MB"}\n{"ID":"defgh","Size":"22MB"}\n'
+    output.formatted("table {{.ID}}\\t{{.Size}}", rows, {"ID": "IMAGE ID"})
+    assert capsys.readouterr().out.splitlines() == [
+        "IMAGE ID   SIZE", "abc        1MB", "defgh      22MB"]
 
 
 @pytest.mark.parametrize("name, repository, tag", [

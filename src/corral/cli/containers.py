@@ -309,13 +309,10 @@ def cmd_ps(context, args) -> int:
         for container in containers:
             print(container["Id"] if args.no_trunc else container["Id"][:12])
         return 0
-    if args.format == "json":
-        for container in containers:
-            print(output.json_line(container))
-        return 0
     if args.format:
-        for container in containers:
-            print(output.render_template(args.format, _ps_fields(container, args.no_trunc)))
+        output.formatted(args.format, [_ps_fields(c, args.no_trunc) for c in containers],
+                         {"ID": "CONTAINER ID", "RunningFor": "CREATED",
+                          "CreatedAt": "CREATED AT"})
         return 0
     rows = [_ps_row(c, args.no_trunc) for c in containers]
     output.table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS",

@@ -100,6 +100,11 @@ def cmd_push(context, args) -> int:
     store = context.store
     image = store.resolve(args.image)
     ref = reference.parse(args.destination or args.image)
+    if ref.digest is not None:
+        from ..image.errors import InvalidArgument
+
+        raise InvalidArgument(f"push '{ref}': cannot push to a digest reference; "
+                              f"give a tag")
     display = LayerDisplay(quiet=args.quiet)
     with display, context.registry(args, ref.domain) as client:
         display.message(f"The push refers to repository [{ref.name}]")
@@ -119,12 +124,12 @@ def _images_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="only image IDs")
     parser.add_argument("--digests", action="store_true", help="show digests")
     parser.add_argument("--no-trunc", action="store_true", help="full image IDs")
-    parser.add_argument("--format", help="'json' for one JSON object per image")
+    parser.add_argument("--format", help="'json' (one object per line) or a Go template")
     parser.set_defaults(func=cmd_images)
 
 
 def cmd_images(context, args) -> int:
-    from ..image.describe import familiar, repository_and_tag
+    from ..image.describe import repository_and_tag
 
     rows = []
     for image in context.store.list():
@@ -139,11 +144,14 @@ def cmd_images(context, args) -> int:
                                       for i, _, _ in rows):
             print(image_id)
         return 0
-    if args.format == "json":
-        for image, repository, tag in rows:
-            output.print_json({"Repository": repository, "Tag": tag, "ID": str(image.id),
-                               "Digests": [familiar(d) for d in image.digests],
-                               "CreatedAt": image.created, "Size": image.size})
+    if args.format:
+        fields = [{"Repository": repository, "Tag": tag,
+                   "ID": str(image.id) if args.no_trunc else image.id.short,
+                   "Digest": _digest_of(image, repository), "CreatedAt": image.created,
+                   "CreatedSince": output.ago(output.parse_time(image.created)),
+                   "Size": output.human_size(image.size)} for image, repository, tag in rows]
+        output.formatted(args.format, fields, {"ID": "IMAGE ID", "CreatedSince": "CREATED",
+                                               "CreatedAt": "CREATED AT"})
         return 0
     headers = ["REPOSITORY", "TAG", *(["DIGEST"] if args.digests else []), "IMAGE ID",
                "CREATED", "SIZE"]
@@ -281,7 +289,7 @@ def _history_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", metavar="IMAGE")
     parser.add_argument("--no-trunc", action="store_true", help="do not shorten output")
     parser.add_argument("-q", "--quiet", action="store_true", help="only image IDs")
-    parser.add_argument("--format", help="'json' for one JSON object per row")
+    parser.add_argument("--format", help="'json' (one object per line) or a Go template")
     parser.set_defaults(func=cmd_history)
 
 
@@ -294,11 +302,13 @@ def cmd_history(context, args) -> int:
         for row in rows:
             print(short(row.id))
         return 0
-    if args.format == "json":
-        for row in rows:
-            output.print_json({"ID": row.id, "CreatedAt": row.created,
-                               "CreatedBy": row.created_by, "Size": row.size,
-                               "Comment": row.comment})
+    if args.format:
+        fields = [{"ID": short(row.id), "CreatedAt": row.created,
+                   "CreatedSince": output.ago(output.parse_time(row.created)),
+                   "CreatedBy": row.created_by, "Size": output.human_size(row.size),
+                   "Comment": row.comment} for row in rows]
+        output.formatted(args.format, fields, {"ID": "IMAGE", "CreatedSince": "CREATED",
+                                               "CreatedBy": "CREATED BY"})
         return 0
     table = []
     for row in rows:
@@ -333,8 +343,20 @@ def cmd_save(context, args) -> int:
             return 1
         archive.save(context.store, args.images, sys.stdout.buffer, format=args.format)
     else:
+        _check_output(args.output, args.format)
         archive.save(context.store, args.images, args.output, format=args.format)
     return 0
+
+
+def _check_output(path: Path, format: str) -> None:
+    """Refuse a -o that cannot be written before writing a whole archive."""
+    from ..image.errors import InvalidArgument
+
+    if format != "oci-dir" and path.is_dir():
+        raise InvalidArgument(f"save -o '{path}': is a directory; give a file name")
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        raise InvalidArgument(f"save -o '{path}': directory '{parent}' does not exist")
 
 
 def _load_parser(parser: argparse.ArgumentParser) -> None:
@@ -348,6 +370,10 @@ def cmd_load(context, args) -> int:
     from ..image import archive
     from ..image.describe import familiar
 
+    if args.input is None and sys.stdin.isatty():
+        print("corral: requested load from stdin, but stdin is a terminal; use -i FILE "
+              "or redirect", file=sys.stderr)
+        return 1
     source = args.input if args.input is not None else sys.stdin.buffer
     for image in archive.load(context.store, source):
         if args.quiet:
@@ -442,6 +468,11 @@ def cmd_bundle(context, args) -> int:
     bundle_dir = args.bundle.resolve()
     key = f"bundle {bundle_dir}"
     if args.rm:
+        if not bundle.bundle_exists(store, key):
+            from ..image.errors import NotFound
+
+            raise NotFound(f"bundle '{bundle_dir}': not made by 'corral image bundle' "
+                           f"(in this store); nothing removed")
         bundle.remove_bundle(store, bundle_dir, key)
         return 0
     if args.image is None:

@@ -121,6 +121,9 @@ def _manager_error() -> type:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Absolute, so mounts and the paths we print do not depend on the cwd.
+    args.root = args.root.absolute()
+    args.run_root = args.run_root.absolute()
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     context = Context(args)

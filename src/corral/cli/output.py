@@ -75,37 +75,47 @@ def print_json(document: object, out=None) -> None:
     out.write(json.dumps(document, indent=4) + "\n")
 
 
-def render_template(template: str, document: dict) -> str:
-    """A small part of Go's text/template, as ``--format`` uses it:
-    ``{{.Field.Sub}}`` and ``{{json .Field}}``. Unknown fields print
-    ``<no value>``, as Go does."""
-    out, rest = [], template
+
+def render_template(template: str, document: object) -> str:
+    """``--format TEMPLATE`` applied to one document (cli/template.py)."""
+    from .template import TemplateError, render
+
+    try:
+        return render(template, document)
+    except TemplateError as exc:
+        raise SystemExit(f"corral: {exc}") from None
+
+
+def formatted(template: str, rows: list[dict], headers: dict[str, str]) -> None:
+    """Print ``rows`` through a --format template, as docker does: ``json``
+    is one JSON object per line; a template that starts with ``table`` gets
+    a header line (``headers`` maps a field to its column title)."""
+    if template == "json":
+        for row in rows:
+            print(json_line(row))
+        return
+    if template.startswith("table"):
+        # Columns split on tabs and aligned, as Docker's tabwriter does.
+        template = template[len("table"):].lstrip()
+        lines = [render_template(template, row).split("\t") for row in rows]
+        title = _header(template, headers).split("\t")
+        width = max([len(title)] + [len(line) for line in lines])
+        table([*title, *[""] * (width - len(title))],
+              [[*line, *[""] * (width - len(line))] for line in lines])
+        return
+    for row in rows:
+        print(render_template(template, row))
+
+
+def _header(template: str, headers: dict[str, str]) -> str:
+    out, rest = [], template.replace("\\t", "\t")
     while "{{" in rest:
         head, _, rest = rest.partition("{{")
-        expression, _, rest = rest.partition("}}")
-        out.append(head)
-        out.append(_evaluate(expression.strip(), document))
+        action, _, rest = rest.partition("}}")
+        field = action.strip().lstrip(".").split(".")[0]
+        out.append(head + headers.get(field, field.upper()))
     out.append(rest)
-    return "".join(out).replace("\\n", "\n")
-
-
-def _evaluate(expression: str, document: dict) -> str:
-    as_json = expression.startswith("json ")
-    path = expression.removeprefix("json ").strip()
-    value: object = document
-    for part in [p for p in path.split(".") if p]:
-        value = value.get(part) if isinstance(value, dict) else None
-        if value is None:
-            break
-    if as_json:
-        return json.dumps(value)
-    if value is None:
-        return "<no value>"
-    if isinstance(value, list):
-        return "[" + " ".join(str(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "map[" + " ".join(f"{k}:{v}" for k, v in value.items()) + "]"
-    return str(value)
+    return "".join(out)
 
 
 def json_line(document: object) -> str:

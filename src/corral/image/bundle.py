@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .. import _syscalls
 from ..oci.spec import default_spec
-from .errors import Error, InvalidArgument, NotFound
+from .errors import AlreadyExists, Error, InvalidArgument, NotFound
 from .manifest import ImageConfig
 from .mount import is_mount_point
 from .store import Image, Store
@@ -226,16 +226,26 @@ def _dangling_link(rootfs: Path, parent: int, path: str, name: str) -> str | Non
 def create_bundle(store: Store, image: Image, bundle: Path, key: str,
                   options: RunOptions = RunOptions()) -> dict:
     """Make ``bundle``: a writable snapshot ``key`` of the image mounted at
-    ``bundle/rootfs``, and ``bundle/config.json``. Undone entirely on error."""
+    ``bundle/rootfs``, and ``bundle/config.json``.
+
+    Refused, with nothing touched, when the snapshot ``key`` exists already
+    or ``bundle`` holds a config.json or a non-empty rootfs; on any later
+    error, what this call made is undone and nothing else.
+    """
     from .mount import mount_all, unmount
 
     config = store.config(image)
     rootfs = bundle / "rootfs"
+    _check_free(store, bundle, key)
+    made_dir = not bundle.exists()
     bundle.mkdir(parents=True, exist_ok=True)
+    made_rootfs = not rootfs.exists()
     rootfs.mkdir(exist_ok=True)
-    mounted = False
+    prepared = mounted = False
     try:
-        mount_all(store.snapshots.prepare(key, store.top_snapshot(image)), rootfs)
+        mounts = store.snapshots.prepare(key, store.top_snapshot(image))
+        prepared = True
+        mount_all(mounts, rootfs)
         mounted = True
         spec = runtime_spec(config, rootfs, options)
         spec["root"]["path"] = "rootfs"
@@ -246,12 +256,40 @@ def create_bundle(store: Store, image: Image, bundle: Path, key: str,
     except BaseException:
         if mounted:
             unmount(rootfs)
-        with contextlib.suppress(Error):
-            store.snapshots.remove(key)
+        if prepared:
+            with contextlib.suppress(Error):
+                store.snapshots.remove(key)
         with contextlib.suppress(OSError):
             (bundle / "config.json.tmp").unlink(missing_ok=True)
-            rootfs.rmdir()
+            if made_rootfs:
+                rootfs.rmdir()
+            if made_dir:
+                bundle.rmdir()
         raise
+
+
+def _check_free(store: Store, bundle: Path, key: str) -> None:
+    try:
+        store.snapshots.stat(key)
+    except NotFound:
+        pass
+    else:
+        raise AlreadyExists(f"bundle '{bundle}': already made (snapshot '{key}'); "
+                            f"remove it first")
+    if (bundle / "config.json").exists():
+        raise AlreadyExists(f"bundle '{bundle}': it has a config.json already")
+    rootfs = bundle / "rootfs"
+    if rootfs.is_dir() and (is_mount_point(rootfs) or any(rootfs.iterdir())):
+        raise AlreadyExists(f"bundle '{bundle}': its rootfs is not empty")
+
+
+def bundle_exists(store: Store, key: str) -> bool:
+    """Whether ``create_bundle`` made a bundle under this snapshot key."""
+    try:
+        store.snapshots.stat(key)
+    except NotFound:
+        return False
+    return True
 
 
 def remove_bundle(store: Store, bundle: Path, key: str) -> None:

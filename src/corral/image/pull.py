@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import threading
 import time
 
 from . import layers as unpacking
 from . import manifest as manifests
 from . import mediatypes
-from .errors import BadContent, NotFound
+from .errors import BadContent, Error, NotFound
 from .manifest import Descriptor
 from .platform import Platform
 from .reference import Reference
@@ -105,32 +106,37 @@ def _fetch_small(store: Store, client, ref: Reference, desc: Descriptor, what: s
 def _fetch_and_unpack(store: Store, client, ref: Reference, manifest, config,
                       progress) -> int:
     what = f"image '{ref}'"
+    # Set when the pull fails or is interrupted (Ctrl-C): the downloads stop
+    # at their next chunk, rather than the pool waiting for them to finish.
+    cancelled = threading.Event()
     with concurrent.futures.ThreadPoolExecutor(PARALLEL_DOWNLOADS,
                                                thread_name_prefix="pull") as pool:
-        futures = [pool.submit(_ensure_blob, store, client, ref, layer, what, progress)
-                   for layer in manifest.layers]
+        futures = [pool.submit(_ensure_blob, store, client, ref, layer, what, progress,
+                               cancelled) for layer in manifest.layers]
         try:
             return unpacking.unpack(store, manifest.layers, config.diff_ids, image=str(ref),
                                     progress=progress,
                                     wait_for_blob=lambda i: futures[i].result())
         except BaseException:
+            cancelled.set()
             for future in futures:
                 future.cancel()
             raise
 
 
 def _ensure_blob(store: Store, client, ref: Reference, layer: Descriptor, what: str,
-                 progress) -> None:
+                 progress, cancelled: threading.Event) -> None:
     short = layer.digest.short
     if store.content.size(layer.digest) == layer.size:
         progress(short, "Already exists", None, None)
         return
-    fetch_blob(store, client, ref, layer, what=what, progress=progress)
+    fetch_blob(store, client, ref, layer, what=what, progress=progress, cancelled=cancelled)
     progress(short, "Download complete", None, None)
 
 
 def fetch_blob(store: Store, client, ref: Reference, desc: Descriptor, *, what: str,
-               progress=unpacking.no_progress) -> None:
+               progress=unpacking.no_progress,
+               cancelled: threading.Event | None = None) -> None:
     """Download one blob into the content store, resuming an earlier ingest."""
     short = desc.digest.short
     blob_what = f"{what}: blob '{desc.digest}'"
@@ -142,6 +148,8 @@ def fetch_blob(store: Store, client, ref: Reference, desc: Descriptor, *, what: 
                 writer.restart()
             last = 0.0
             for chunk in stream:
+                if cancelled is not None and cancelled.is_set():
+                    raise Error(f"{blob_what}: download stopped")
                 writer.write(chunk)
                 now = time.monotonic()
                 if now - last > 0.1:

@@ -49,8 +49,7 @@ def remove(store: Store, text: str, *, force: bool = False,
     result.untagged.extend(familiar(n) for n in image.names)
     store.delete(image)
     result.deleted.append(str(image.id))
-    result.reclaimed = image.size
-    store.collect_garbage()
+    result.reclaimed = store.collect_garbage()[2]
     return result
 
 
@@ -74,9 +73,9 @@ def _check_unused(store: Store, image: Image, in_use, force: bool) -> None:
         raise FailedPrecondition(f"image '{image.id.short}' is mounted at "
                                  f"{views.mount_path(store, image)}; run "
                                  f"'corral image unmount {image.id.short}' first")
-    if in_use(image):
+    if in_use(image) or store.users(image):
         raise FailedPrecondition(f"conflict: unable to delete {image.id.short} - image is "
-                                 f"being used by a container")
+                                 f"being used by a container or bundle")
 
 
 def prune(store: Store, *, all_images: bool = False,
@@ -86,13 +85,13 @@ def prune(store: Store, *, all_images: bool = False,
     for image in store.list():
         if image.tags and not all_images:
             continue
-        if in_use(image) or views.is_mounted(store, image):
+        if in_use(image) or views.is_mounted(store, image) or store.users(image):
             continue
         result.untagged.extend(familiar(n) for n in image.names)
         store.delete(image)
         result.deleted.append(str(image.id))
-        result.reclaimed += image.size
-    if result.deleted:
-        store.collect_garbage()
+    # Always collect: an interrupted pull or a removed bundle may have left
+    # content that no image references.
+    result.reclaimed = store.collect_garbage()[2]
     return result
 

@@ -35,7 +35,7 @@ from . import manifest as manifests
 from . import reference as references
 from .content import ContentStore
 from .digest import Digest
-from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from .errors import AlreadyExists, Error, FailedPrecondition, InvalidArgument, NotFound
 from .layers import recover
 
 DEFAULT_ROOT = Path("/var/lib/corral")
@@ -248,20 +248,24 @@ class Store:
 
     # Garbage collection ---------------------------------------------------
 
-    def collect_garbage(self) -> tuple[int, int]:
-        """Remove blobs and snapshots that no image needs; the number of
-        blobs and snapshots removed. Active snapshots (containers, views)
-        keep their parents; their owners remove them."""
+    def collect_garbage(self) -> tuple[int, int, int]:
+        """Remove blobs and snapshots that no image needs: (blobs removed,
+        snapshots removed, bytes freed). Active snapshots (containers,
+        bundles, views) keep their parents; their owners remove them."""
         with self.lock(exclusive=True):
             keep_blobs: set[Digest] = set()
             keep_snapshots: set[str] = set()
             for image in self.list():
                 keep_blobs.update(self._blobs_of(image))
                 keep_snapshots.update(str(c) for c in self.chain(image))
-            blobs = sum(self.content.delete(d) for d, _ in list(self.content.walk())
-                        if d not in keep_blobs)
+            blobs = freed = 0
+            for digest, size in list(self.content.walk()):
+                if digest not in keep_blobs and self.content.delete(digest):
+                    blobs += 1
+                    freed += size
             self.content.sweep_ingests()
-            return blobs, self._collect_snapshots(keep_snapshots)
+            snapshots, snapshot_bytes = self._collect_snapshots(keep_snapshots)
+            return blobs, snapshots, freed + snapshot_bytes
 
     def _blobs_of(self, image: Image) -> set[Digest]:
         blobs = {image.id, image.manifest}
@@ -271,22 +275,34 @@ class Store:
             blobs.update(layer.digest for layer in self.manifest(image).layers)
         return blobs
 
-    def _collect_snapshots(self, keep: set[str]) -> int:
-        removed = 0
+    def _collect_snapshots(self, keep: set[str]) -> tuple[int, int]:
+        removed = freed = 0
         # Children before parents: walk again until nothing more goes.
         while True:
             progress = 0
             for info in list(self.snapshots.walk()):
                 if info.kind != "committed" or info.name in keep:
                     continue
+                size = 0
+                with contextlib.suppress(Error, OSError):
+                    size = self.snapshots.usage(info.name)
                 try:
                     self.snapshots.remove(info.name)
                 except (FailedPrecondition, NotFound):
                     continue
                 progress += 1
+                freed += size
             removed += progress
             if not progress:
-                return removed
+                return removed, freed
+
+    def users(self, image: Image) -> list[str]:
+        """Keys of the writable snapshots (containers, bundles) made on this
+        image's top layer: while there are any, the image is in use."""
+        top = self.top_snapshot(image)
+        return [info.name for info in self.snapshots.walk()
+                if info.kind == "active" and info.parent == top
+                and not info.name.startswith("extract-")]
 
 
 def _digest_name(ref: references.Reference) -> str | None:
