@@ -20,6 +20,9 @@ from pathlib import Path
 from .errors import Error, StartFailed
 
 SHIM = Path(sys.executable).parent / "corral-shim"
+# Built by scripts/setup from src/corral/shim/subreaper.c: starts the shim
+# detached with one Python start instead of two.
+SUBREAPER = Path(sys.executable).parent.parent / "libexec" / "corral-subreaper"
 RUNTIME = Path(sys.executable).parent / "corral-runtime"
 START_TIMEOUT = 60.0
 
@@ -61,6 +64,10 @@ def spawn(container_id: str, *, bundle: Path, state_dir: Path, runtime_root: Pat
             args += [flag, value]
     if options.exit_command:
         args += ["--exit-command", json.dumps(list(options.exit_command))]
+    if SUBREAPER.exists():
+        from ..shim.main import detached_command
+
+        args = [str(SUBREAPER), "--detach", *detached_command(args[1:])]
     try:
         process = subprocess.Popen(args, stdin=subprocess.DEVNULL,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -129,6 +136,15 @@ def runtime(runtime_root: Path, *args: str, check: bool = True,
         message = completed.stderr.strip().removeprefix("corral-runtime: ")
         raise Error(f"corral-runtime {args[0]} '{args[-1]}': {message}")
     return completed
+
+
+def shim_alive(state_dir: Path) -> bool:
+    """Whether the shim of ``state_dir`` still runs."""
+    try:
+        pid = int((state_dir / "shim.pid").read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return False
+    return alive(pid) and _is_shim(pid)
 
 
 def kill_shim(state_dir: Path, timeout: float = 5.0) -> None:

@@ -142,10 +142,18 @@ def detach(argv: list[str], options: Options) -> None:
 
     _syscalls.prctl(_syscalls.PR_SET_CHILD_SUBREAPER, 1)
     os.set_inheritable(options.ready_fd, True)
+    command = detached_command(argv)
+    os.execv(command[0], command)
+
+
+def detached_command(argv: list[str]) -> list[str]:
+    """The command line of the detached shim, for these shim flags: this
+    module run afresh with ``--detached`` (bin/corral-subreaper starts it
+    directly, with no first Python process)."""
     package_dir = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
     code = (f"import sys; sys.path.insert(0, {package_dir!r}); "
             "from corral.shim.main import main; main()")
-    os.execv(sys.executable, [sys.executable, "-S", "-c", code, "--detached", *argv])
+    return [sys.executable, "-S", "-c", code, "--detached", *argv]
 
 
 def _settle(options: Options) -> None:

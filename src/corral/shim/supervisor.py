@@ -206,12 +206,14 @@ class Shim(Server):
         if console_path:
             args += ["--console-socket", console_path]
         try:
-            self.runtime.run("create", *args, options.id, stdio=stdio)
+            # One runtime process for create and start (``run --detach``):
+            # each runtime call costs a Python start, and nothing needs doing
+            # between the two. The pty master waits in the console socket.
+            self.runtime.run("run", "--detach", *args, options.id, stdio=stdio)
             with open(pid_file) as f:
                 self.pid = int(f.read())
             if console is not None:
                 self.master = _receive_master(console)
-            self.runtime.run("start", options.id)
         except BaseException:
             self._force_delete()
             if self.master >= 0:
@@ -368,12 +370,8 @@ class Shim(Server):
         self.pid = 0
         if self.kill_timer is not None:
             self.kill_timer.cancel()
-        self._drain(to_end=False)
-        try:
-            self.runtime.run("delete", self.options.id)
-        except Error as exc:
-            self.log("warning", f"delete '{self.options.id}': {exc}")
-            self._force_delete()
+        # The output first, then the exit: waiters (docker run, docker wait)
+        # learn it before the runtime's delete, which takes a process.
         self._drain(to_end=True)
         self._end_stdio()
         self.output.end_run()
@@ -383,8 +381,15 @@ class Shim(Server):
             code, self.state["restart_count"], self.stopped)
         self.write_state(status="restarting" if restart else "exited", pid=0,
                          exit_code=code, finished_at=now())
+        # The event before the answer, so that it precedes whatever the
+        # waiter records next (the engine's "stop", say), as in Docker.
         self.record_event("die", {"exitCode": str(code)})
         self._answer_waiters()
+        try:
+            self.runtime.run("delete", self.options.id)
+        except Error as exc:
+            self.log("warning", f"delete '{self.options.id}': {exc}")
+            self._force_delete()
         if restart:
             delay = self.backoff.next_delay(time.monotonic() - self.started)
             self.log("info", f"restart '{self.options.id}' in {delay:.1f} s")
