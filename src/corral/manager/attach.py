@@ -34,6 +34,7 @@ _CHUNK = 1 << 16
 _IN, _OUT = select.POLLIN, select.POLLOUT
 _GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
 ATTACH_WAIT = 300.0  # seconds an attach waits for a container to start
+SETTLE = 2.0  # seconds a removal waits for attaches to take a missed run
 _SHIM_TIMEOUT = 10.0
 
 
@@ -290,8 +291,34 @@ class Attaching:
         pump.send(past)
         pump.run()
 
+    def _settle_attaches(self, container_id: str, state) -> None:
+        """Before a removal deletes the log: let this process's attaches that
+        wait on the container take the run they missed (SETTLE s at most)."""
+        deadline = time.monotonic() + SETTLE
+        with self._attach_cond:
+            while any(started != state.started_at
+                      for started in self._attaches.get(container_id, ())):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or state.running:
+                    return
+                self._attach_cond.wait(remaining)
+
     def _await_run(self, container_id: str, ours: socket.socket, past: bytes,
                    options: dict):
+        with self._attach_cond:
+            self._attaches.setdefault(container_id, []).append(options["started_at"])
+        try:
+            return self._find_run(container_id, ours, past, options)
+        finally:
+            with self._attach_cond:
+                waiting = self._attaches[container_id]
+                waiting.remove(options["started_at"])
+                if not waiting:
+                    del self._attaches[container_id]
+                self._attach_cond.notify_all()
+
+    def _find_run(self, container_id: str, ours: socket.socket, past: bytes,
+                  options: dict):
         """Wait for the container's next run; (its shim's socket, past bytes).
 
         The shim listens before it starts the container, so an attach made

@@ -70,6 +70,10 @@ class Engine(Observing, Recovery, Attaching, Execs):
         self.events_db = self.root / "containers.db"
         self.records = Records(self.events_db)
         shim_events.connect(str(self.events_db)).close()
+        # Attaches of this process waiting for a run: container ID to the
+        # StartedAt each waits past (remove lets them read a missed run first).
+        self._attaches: dict[str, list[str]] = {}
+        self._attach_cond = threading.Condition()
         # The pty masters of the execs this process runs (for exec_resize).
         self._exec_ptys: dict[str, int] = {}
         self._exec_lock = threading.Lock()
@@ -299,8 +303,20 @@ class Engine(Observing, Recovery, Attaching, Execs):
     def _clear_run(self, container_id: str) -> None:
         """Forget a previous run: the shim's directory and any runtime state."""
         state_dir = self.state_dir(container_id)
+        runtime_state = self.runtime_root / container_id
+        # A shim tells its waiters of the exit before it deletes the
+        # runtime's container: give that delete a moment to end before the
+        # shim is killed, so it is not cut off half-way.
+        deadline = time.monotonic() + 1.0
+        while runtime_state.exists() and shims.shim_alive(state_dir) and \
+                time.monotonic() < deadline:
+            time.sleep(0.005)
         shims.kill_shim(state_dir)
-        shims.runtime(self.runtime_root, "delete", "--force", container_id, check=False)
+        # Only when the runtime still has the container: a runtime call costs
+        # a Python start, on every container start.
+        if runtime_state.exists():
+            shims.runtime(self.runtime_root, "delete", "--force", container_id,
+                          check=False)
         shutil.rmtree(state_dir, ignore_errors=True)
 
     def stop(self, ref: str, *, timeout: int | None = None,
@@ -408,7 +424,7 @@ class Engine(Observing, Recovery, Attaching, Execs):
             except NotFound:
                 raise no_such_container(container.id) from None
             state = self.state(current)
-            if state.started_at != before and (state.running or state.status == "exited"):
+            if state.started_at != before:  # running, or exited (or removing) since
                 return state
             time.sleep(_POLL)
 
@@ -430,6 +446,7 @@ class Engine(Observing, Recovery, Attaching, Execs):
     def remove(self, ref: str, *, force: bool = False, volumes: bool = False) -> None:
         """``DELETE /containers/{id}``; a running one only with ``force``."""
         container = self.resolve(ref)
+        self._settle_attaches(container.id, self.state(container))
         with self._locked(container.id):
             container = self.records.get(container.id)
             state = self.state(container)
