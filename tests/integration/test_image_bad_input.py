@@ -119,18 +119,28 @@ def test_diff_id_that_does_not_match(corral, private_registry, tmp_path):
 
 def rewrite_config(layout: images.Layout, config: dict) -> None:
     """Replace the layout's config blob, and its manifest and index to match."""
+    data = json.dumps(config).encode()
+    digest = write_blob(layout, data)
+    rewrite_manifest(layout, lambda manifest: manifest["config"].update(
+        digest=digest, size=len(data)))
+
+
+def write_blob(layout: images.Layout, data: bytes) -> str:
     import hashlib
 
-    data = json.dumps(config).encode()
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     layout.blob_path(digest).write_bytes(data)
+    return digest
+
+
+def rewrite_manifest(layout: images.Layout, change) -> None:
+    """Apply ``change`` to the layout's manifest; point the index at the result."""
     manifest = json.loads(layout.blob(layout.manifest.digest))
-    manifest["config"].update(digest=digest, size=len(data))
-    manifest_data = json.dumps(manifest).encode()
-    manifest_digest = "sha256:" + hashlib.sha256(manifest_data).hexdigest()
-    layout.blob_path(manifest_digest).write_bytes(manifest_data)
+    change(manifest)
+    data = json.dumps(manifest).encode()
+    digest = write_blob(layout, data)
     index = json.loads((layout.path / "index.json").read_text())
-    index["manifests"][0].update(digest=manifest_digest, size=len(manifest_data))
+    index["manifests"][0].update(digest=digest, size=len(data))
     (layout.path / "index.json").write_text(json.dumps(index))
 
 
@@ -174,18 +184,9 @@ def test_broken_gzip_stream(corral, private_registry, tmp_path):
 
 def rewrite_layer(layout: images.Layout, compressed: bytes) -> None:
     """Swap the layout's only layer blob for ``compressed`` (same diff ID)."""
-    import hashlib
-
-    digest = "sha256:" + hashlib.sha256(compressed).hexdigest()
-    layout.blob_path(digest).write_bytes(compressed)
-    manifest = json.loads(layout.blob(layout.manifest.digest))
-    manifest["layers"][0].update(digest=digest, size=len(compressed))
-    manifest_data = json.dumps(manifest).encode()
-    manifest_digest = "sha256:" + hashlib.sha256(manifest_data).hexdigest()
-    layout.blob_path(manifest_digest).write_bytes(manifest_data)
-    index = json.loads((layout.path / "index.json").read_text())
-    index["manifests"][0].update(digest=manifest_digest, size=len(manifest_data))
-    (layout.path / "index.json").write_text(json.dumps(index))
+    digest = write_blob(layout, compressed)
+    rewrite_manifest(layout, lambda manifest: manifest["layers"][0].update(
+        digest=digest, size=len(compressed)))
     layout.layers[0].digest = digest
 
 

@@ -423,11 +423,7 @@ def cmd_inspect(context, args) -> int:
         except ImageError:
             print(f"corral: No such object: {target}", file=sys.stderr)
             status = 1
-    if args.format and args.format != "json":
-        for document in documents:
-            print(output.render_template(args.format, document))
-    else:
-        output.print_json(documents)
+    output.inspected(documents, args.format)
     return status
 
 

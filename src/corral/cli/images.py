@@ -276,11 +276,7 @@ def cmd_inspect(context, args) -> int:
         except Error as exc:
             print(f"corral: {exc}", file=sys.stderr)
             status = 1
-    if args.format and args.format != "json":
-        for document in documents:
-            print(output.render_template(args.format, document))
-    else:
-        output.print_json(documents)
+    output.inspected(documents, args.format)
     return status
 
 

@@ -86,6 +86,15 @@ def render_template(template: str, document: object) -> str:
         raise SystemExit(f"corral: {exc}") from None
 
 
+def inspected(documents: list[dict], template: str | None) -> None:
+    """What ``inspect`` prints: a JSON array, or the template once per document."""
+    if template and template != "json":
+        for document in documents:
+            print(render_template(template, document))
+    else:
+        print_json(documents)
+
+
 def formatted(template: str, rows: list[dict], headers: dict[str, str]) -> None:
     """Print ``rows`` through a --format template, as docker does: ``json``
     is one JSON object per line; a template that starts with ``table`` gets

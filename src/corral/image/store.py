@@ -25,12 +25,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._sqlite import open_db, transaction
 from . import manifest as manifests
 from . import reference as references
 from .content import ContentStore
@@ -95,11 +95,7 @@ class Store:
         self.tmp = root / "tmp"
         self.tmp.mkdir(exist_ok=True)
         self._lock_path = root / "images.lock"
-        self._db = sqlite3.connect(root / "images.db", timeout=30,
-                                   isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_db(root / "images.db", _SCHEMA)
         recover(self)
 
     def close(self) -> None:
@@ -123,15 +119,8 @@ class Store:
         finally:
             os.close(fd)
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _transaction(self):
+        return transaction(self._db)
 
     # Records -------------------------------------------------------------
 
