@@ -132,6 +132,13 @@ def attach(sock_path: str, *, stdin: bool = False, stdout: bool = True,
         sock.sendall(encode({"op": "attach", "stdin": stdin, "stdout": stdout,
                              "stderr": stderr, "replay": replay}))
         _read_line(sock, sock_path)
+    except TimeoutError as exc:
+        sock.close()
+        raise ShimUnavailable(f"shim '{sock_path}': no answer in {timeout} s") from exc
+    except OSError as exc:
+        # A shim that stops listening resets connections it had not accepted.
+        sock.close()
+        raise ShimUnavailable(f"shim '{sock_path}': {exc.strerror or exc}") from exc
     except BaseException:
         sock.close()
         raise
