@@ -440,8 +440,18 @@ def run(command: str, *, timeout: float = 300, boot_timeout: float = 60,
         console = Path(work) / "console.log"
         began = time.monotonic()
         for attempt in range(2):
-            if _boot(built, share, console, memory_mb, cpus, timeout, boot_timeout):
-                break
+            try:
+                if _boot(built, share, console, memory_mb, cpus, timeout, boot_timeout):
+                    break
+            except GuestError:
+                # Under emulation a guest starved of host CPU can stall for
+                # good (RCU stall warnings on its console); boot it afresh
+                # once, with the command's marks cleared.
+                if attempt == 1:
+                    raise
+                for mark in ("started", "status", "output"):
+                    (share / mark).unlink(missing_ok=True)
+                continue
             if attempt == 1:
                 raise GuestError(f"the guest did not reach the command twice "
                                  f"(qemu said: {_tail(console.with_suffix('.qemu'), 5)}); "

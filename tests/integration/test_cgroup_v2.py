@@ -196,7 +196,7 @@ def guest(tmp_path_factory) -> Guest:
                               {"memory": {"limit": 32 * MiB}, "pids": {"limit": 64}}),
     )
     try:
-        run = vm.run(script, timeout=300)
+        run = vm.run(script, timeout=150)
     except vm.GuestUnavailable as exc:
         pytest.skip(f"no cgroup v2 guest on this machine: {exc}")
     return Guest(run)
