@@ -71,7 +71,7 @@ class CorraldContestant(Contestant):
         return str(self.daemon.socket)
 
     def supervisors(self) -> list[int]:
-        return pids_named("corral-shim")
+        return pids_named("corral-shim") + pids_named("corral.shim.main")
 
     def daemons(self) -> list[int]:
         return [self.daemon.process.pid]

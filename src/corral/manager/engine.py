@@ -31,7 +31,7 @@ from ..image.store import Store
 from ..shim import events as shim_events
 from ..shim import protocol
 from ..shim.errors import Error as ShimError
-from . import docker_model, names, shims
+from . import cleanup, docker_model, names, shims
 from . import spec as specs
 from .attach import Attaching
 from .docker_model import State
@@ -281,7 +281,11 @@ class Engine(Observing, Recovery, Attaching, Execs):
             tty=bool(container.config["Tty"]), stdin=bool(container.config["OpenStdin"]),
             stdin_once=bool(container.config["StdinOnce"]), restart=restart,
             log_max_size=docker_model.parse_size(log.get("max-size", "0")),
-            log_max_file=int(log.get("max-file", "1")))
+            log_max_file=int(log.get("max-file", "1")),
+            name=container.name.lstrip("/"), image=container.config.get("Image", ""),
+            # --rm holds with no daemon: the shim runs the clean-up itself.
+            exit_command=tuple(cleanup.command(self.root, self.run, container.id))
+            if host.get("AutoRemove") else ())
         directory = self.directory(container.id)
         try:
             shims.spawn(container.id, bundle=directory,
@@ -434,12 +438,13 @@ class Engine(Observing, Recovery, Attaching, Execs):
         code = self.state(container).exit_code
         with contextlib.suppress(NotFound):
             code = self.wait(container.id)["StatusCode"]
+        # Short polls: docker run --rm waits here for the daemon's removal.
         while True:
             try:
                 self.records.get(container.id)
             except NotFound:
                 return {"StatusCode": code, "Error": None}
-            time.sleep(_POLL * 5)
+            time.sleep(_POLL / 4)
 
     # Remove and rename ---------------------------------------------------------
 

@@ -31,6 +31,7 @@ class Runtime:
         self.path = path
         self.root = root
         self.log_path = log_path
+        self.ours = _is_our_runtime(path)
 
     def run(self, verb: str, *args: str, stdio: tuple[int, int, int] | None = None,
             ) -> None:
@@ -42,7 +43,7 @@ class Runtime:
         argv = [self.path, "--root", self.root, "--log", self.log_path,
                 "--log-format", "json", verb, *args]
         offset = _size(self.log_path)
-        pid = spawn(argv, stdio)
+        pid = fork_ours(argv, stdio) if self.ours else spawn(argv, stdio)
         _, status = os.waitpid(pid, 0)
         if status != 0:
             raise RuntimeFailed(self.last_error(offset) or
@@ -70,6 +71,45 @@ def _size(path: str) -> int:
         return os.stat(path).st_size
     except OSError:
         return 0
+
+
+def _is_our_runtime(path: str) -> bool:
+    """Whether PATH is the corral-runtime of this very installation."""
+    import sys
+
+    ours = os.path.join(os.path.dirname(sys.executable), "corral-runtime")
+    try:
+        return os.path.samefile(path, ours)
+    except OSError:
+        return False
+
+
+def fork_ours(argv: list[str], stdio: tuple[int, int, int] | None = None) -> int:
+    """Run our own corral-runtime in a forked child rather than a new
+    process: the same code, without a Python start (about 15 ms of every
+    container start and stop). The child keeps nothing of the shim but its
+    interpreter: stdio on STDIO, every other fd closed, signals back to
+    their defaults, and it leaves through os._exit like the runtime's own
+    entry point; what it imports never reaches the shim's memory."""
+    pid = os.fork()
+    if pid:
+        return pid
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        for target, fd in enumerate(stdio or (null, null, null)):
+            os.dup2(fd, target)
+        os.closerange(3, 1 << 16)
+        _signal.set_wakeup_fd(-1)
+        for signum in (*_DEFAULT_SIGNALS, _signal.SIGTERM, _signal.SIGINT):
+            _signal.signal(signum, _signal.SIG_DFL)
+        import sys
+
+        from corral.runtime import __main__ as runtime_main
+
+        sys.argv = argv
+        runtime_main.main()
+    finally:
+        os._exit(125)
 
 
 def spawn(argv: list[str], stdio: tuple[int, int, int] | None = None) -> int:

@@ -119,9 +119,10 @@ async def start(request: web.Request) -> web.Response:
     service = backend(request)
     ref = request.match_info["id"]
     await service.call(method(request, "start"), ref)
-    document = await service.call(method(request, "inspect"), ref)
-    if (document.get("HostConfig") or {}).get("AutoRemove"):
-        _remove_after_exit(service.engine, document["Id"])
+    # The record, not the whole inspect document: this is on every start.
+    container = await service.call(service.engine.resolve, ref)
+    if container.host_config.get("AutoRemove"):
+        _remove_after_exit(service.engine, container.id)
     return _no_content()
 
 
