@@ -8,51 +8,22 @@ tty; otherwise frames of an 8-byte header, stream 1 or 2, three zero bytes
 and a big-endian 32-bit length, then the payload); from the client, the
 container's stdin.
 
-The server's side (line framing, frames) is used by ``main`` and imports
-only C modules; the client's side (``request``, ``attach``, ``demux``) is for
-the engine and tests, and may import ``socket``.
+The wire format (line framing, frames) is in wire.py, which the shim
+imports; this module adds the client's side (``request``, ``attach``,
+``demux``) for the engine and tests, which the shim never loads.
 """
 
 from __future__ import annotations
 
-import _struct
 from _collections_abc import Iterator
 
 from corral import _json
 
-from .errors import Error, InvalidArgument, ShimUnavailable
+from .errors import Error, ShimUnavailable
+from .wire import _HEADER, MAX_REQUEST, OPS, encode, frame, parse_request
 
-MAX_REQUEST = 64 * 1024
-OPS = ("state", "wait", "stop", "kill", "resize", "attach")
-_HEADER = _struct.Struct(">BxxxI")
-
-
-def parse_request(line: bytes) -> dict:
-    """One request line as a dict with a known ``op``.
-
-    Raises:
-        InvalidArgument: not a JSON object, or no known ``op``.
-    """
-    try:
-        message = _json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidArgument(f"request: not JSON: {exc}") from None
-    if not isinstance(message, dict):
-        raise InvalidArgument("request: not a JSON object")
-    if message.get("op") not in OPS:
-        raise InvalidArgument(f"request: unknown op '{message.get('op')}'")
-    return message
-
-
-def encode(message: dict) -> bytes:
-    """MESSAGE as one answer (or request) line."""
-    return (_json.dumps(message) + "\n").encode()
-
-
-def frame(stream: int, data: bytes) -> bytes:
-    """DATA of STREAM (1 stdout, 2 stderr) in Docker's multiplexed framing."""
-    return _HEADER.pack(stream, len(data)) + data
-
+__all__ = ["MAX_REQUEST", "OPS", "attach", "demux", "encode", "frame", "parse_request",
+           "request"]
 
 def _connect(sock_path: str, timeout: float | None):
     import socket

@@ -14,7 +14,7 @@ import _socket
 from . import streams
 from .errors import Error, InvalidArgument
 from .loop import IN
-from .protocol import MAX_REQUEST, encode, parse_request
+from .wire import MAX_REQUEST, encode, parse_request
 
 TIOCSWINSZ = 0x5414
 

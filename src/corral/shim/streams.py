@@ -16,7 +16,7 @@ from __future__ import annotations
 import _socket
 
 from .jsonlog import LogWriter
-from .protocol import frame
+from .wire import frame
 
 REPLAY_MAX = 1 << 20
 CLIENT_BACKLOG = 8 << 20
