@@ -148,3 +148,21 @@ def test_corral_and_corrald_share_their_containers(corral, shared_corrald, busyb
         ["from-cli", "from-docker"]
     remote("rm", "from-cli", "from-docker")
     assert corral("ps", "-aq").stdout == ""
+
+
+def test_restart_policies_at_the_daemons_start(corral, shared_corrald, busybox_image):
+    for policy in ("always", "unless-stopped", "no"):
+        shared_corrald.ok("run", "-d", "--name", policy, "--restart", policy,
+                          busybox_image, "sleep", "300")
+        shared_corrald.ok("stop", "-t", "0", policy)
+    shared_corrald.stop()
+    shared_corrald.start()
+    states = dict(line.split() for line in shared_corrald.ok(
+        "ps", "-a", "--format", "{{.Names}} {{.State}}").splitlines())
+    # Docker's rules: always comes back even after a stop; unless-stopped and
+    # no stay stopped.
+    assert states == {"always": "running", "unless-stopped": "exited", "no": "exited"}
+    # And without a daemon, `corral system boot` applies the same rules.
+    corral("stop", "-t", "0", "always")
+    assert corral("system", "boot").stdout.split() and \
+        corral("inspect", "-f", "{{.State.Status}}", "always").stdout == "running\n"

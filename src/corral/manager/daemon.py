@@ -101,6 +101,9 @@ async def serve(args: argparse.Namespace) -> None:
                       snapshotter=args.snapshotter)
     if engine is not None and hasattr(engine, "reconcile"):
         await backend.call(engine.reconcile)
+        # As dockerd does at its start: what ``always`` and ``unless-stopped``
+        # (not stopped by a user) ask for runs again, after a reboot too.
+        await backend.call(engine.boot)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
