@@ -71,7 +71,9 @@ class CorraldContestant(Contestant):
         return str(self.daemon.socket)
 
     def supervisors(self) -> list[int]:
-        return pids_named("corral-shim") + pids_named("corral.shim.main")
+        return [pid for pid in pids_named("corral") if any(
+            mark in " ".join(peers._cmdline(pid)) for mark in
+            ("corral-shim", "corral.shim.main", "corral.shim.template"))]
 
     def daemons(self) -> list[int]:
         return [self.daemon.process.pid]

@@ -64,6 +64,16 @@ def spawn(container_id: str, *, bundle: Path, state_dir: Path, runtime_root: Pat
             args += [flag, value]
     if options.exit_command:
         args += ["--exit-command", json.dumps(list(options.exit_command))]
+    try:
+        forked = _spawn_by_template(state_dir.parent, args[1:], write_end)
+    except BaseException:
+        os.close(write_end)
+        os.close(read_end)
+        raise
+    if forked:
+        with os.fdopen(read_end, "rb") as ready:
+            line = ready.readline()
+        return _ready(container_id, line)
     if SUBREAPER.exists():
         from ..shim.main import detached_command
 
@@ -85,6 +95,61 @@ def spawn(container_id: str, *, bundle: Path, state_dir: Path, runtime_root: Pat
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=0)
     return _ready(container_id, line)
+
+
+def _spawn_by_template(shims_dir: Path, flags: list[str], ready_fd: int) -> bool:
+    """Have the template of ``shims_dir`` fork the shim (shim/template.py),
+    starting the template first if none answers; False if that cannot be
+    done, and the caller starts the shim itself. Closes ``ready_fd`` on
+    success (the shim has its own copy)."""
+    import socket
+
+    from ..shim import template
+
+    flags = [f for i, f in enumerate(flags)
+             if f != "--ready-fd" and (i == 0 or flags[i - 1] != "--ready-fd")]
+    path = shims_dir.parent / f"shim-template-{template.code_token()}.sock"
+    if len(str(path)) > 107:
+        return False
+    for attempt in range(2):
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(10)
+                sock.connect(str(path))
+                sock.sendmsg([json.dumps(flags).encode()],
+                             [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                               ready_fd.to_bytes(4, sys.byteorder))])
+                answer = sock.makefile("rb").readline()
+            if b'"pid"' not in answer:
+                return False
+            os.close(ready_fd)
+            return True
+        except OSError:
+            if attempt or not _start_template(path):
+                return False
+    return False
+
+
+def _start_template(path: Path) -> bool:
+    """Start a template serving on ``path``; whether it listens within 2 s."""
+    import time
+
+    from ..shim import template
+
+    if not SUBREAPER.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A socket nobody answers on is a dead template's.
+    path.unlink(missing_ok=True)
+    subprocess.run([str(SUBREAPER), "--detach", *template.command(str(path))],
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, close_fds=True, check=False)
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        if path.exists():
+            return True
+        time.sleep(0.005)
+    return False
 
 
 def _ready(container_id: str, line: bytes) -> int:
@@ -174,7 +239,8 @@ def _is_shim(pid: int) -> bool:
 def looks_like_shim(args: list[bytes]) -> bool:
     """Whether a command line is corral-shim's: its launcher, or the
     ``python -S -c ...corral.shim.main...`` it re-executes itself as."""
-    return any(b"corral-shim" in a or b"corral.shim.main" in a for a in args[:4])
+    return any(b"corral-shim" in a or b"corral.shim.main" in a
+               or b"corral.shim.template" in a for a in args[:4])
 
 
 def running_shims(state_root: Path) -> set[str]:
@@ -195,4 +261,9 @@ def running_shims(state_root: Path) -> set[str]:
         index = args.index(b"--state-dir") + 1
         if index < len(args) and args[index].startswith(prefix) and alive(int(entry.name)):
             ids.add(args[index][len(prefix):].decode(errors="replace"))
+    # Shims forked by a template have its command line: their pid files say.
+    with contextlib.suppress(FileNotFoundError):
+        for directory in os.scandir(state_root):
+            if directory.is_dir() and shim_alive(Path(directory.path)):
+                ids.add(directory.name)
     return ids

@@ -1,0 +1,165 @@
+"""A template shim: one idle process per run directory that forks the shims.
+
+Most of a shim's memory is the Python interpreter's own (its data, the
+heap, the code of the modules it loaded), the same in every shim. Shims
+forked from one template share those pages copy-on-write, so each costs
+only what it writes, and a fork starts in a millisecond where a Python
+start takes twenty. (Android's zygote is the same idea.)
+
+The engine sends the template one JSON line, the shim's flags, with the
+ready fd in SCM_RIGHTS; the template forks; the child makes itself a shim
+exactly as a detached corral-shim would (new session, child subreaper,
+every other fd closed) and the template answers ``{"pid": N}``. The
+template reaps its children, and exits after IDLE_EXIT seconds without a
+request or once its socket is removed; its shims live on without it. If it
+cannot be reached, the engine starts shims the plain way.
+
+The socket's name carries a digest of the shim's code, so a template never
+forks shims of code older than the engine's.
+"""
+
+from __future__ import annotations
+
+import _socket
+import os
+import sys
+import time
+
+from corral import _json
+
+IDLE_EXIT = 600.0
+
+
+def code_token() -> str:
+    """A digest of the shim's modules (names, sizes, mtimes) and interpreter."""
+    import zlib
+
+    directory = os.path.dirname(os.path.abspath(__file__))
+    parts = [sys.executable]
+    for name in sorted(os.listdir(directory)):
+        if name.endswith(".py"):
+            st = os.stat(os.path.join(directory, name))
+            parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
+    return f"{zlib.crc32('|'.join(parts).encode()):08x}"
+
+
+def serve(sock_path: str) -> None:
+    """Run the template on SOCK_PATH until it has been idle for IDLE_EXIT."""
+    # Loaded here, once, for every shim forked later (shared pages).
+    import _ctypes  # noqa: F401  (prctl below, through corral._syscalls)
+    import _signal
+
+    from corral import _syscalls
+
+    from . import main, supervisor  # noqa: F401
+
+    # Reap shims as they end (a zombie would pass for a live shim); the
+    # forked child puts the default back before anything else.
+    _signal.signal(_signal.SIGCHLD, lambda signum, frame: _reap())
+    listener = _listen(sock_path)
+    listener.settimeout(1.0)
+    last = time.monotonic()
+    # Until idle for long, or until the socket is gone (its run directory
+    # removed: a test's, say).
+    while time.monotonic() - last < IDLE_EXIT and os.path.exists(sock_path):
+        _reap()
+        try:
+            fd, _ = listener._accept()
+        except TimeoutError:
+            continue
+        conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM, 0, fd)
+        last = time.monotonic()
+        try:
+            _handle(conn, listener, _syscalls)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+    listener.close()
+    _unlink(sock_path)
+
+
+def _handle(conn, listener, syscalls) -> None:
+    conn.settimeout(10.0)
+    data, fds, _, _ = conn.recvmsg(1 << 16, _socket.CMSG_SPACE(4))
+    ready_fd = _received_fd(fds)
+    if ready_fd < 0:
+        conn.sendall(b'{"error": "no ready fd"}\n')
+        return
+    try:
+        argv = _json.loads(data)
+        pid = os.fork()
+        if pid == 0:
+            _become_shim(listener, conn, ready_fd, argv, syscalls)
+        conn.sendall((_json.dumps({"pid": pid}) + "\n").encode())
+    finally:
+        os.close(ready_fd)
+
+
+def _become_shim(listener, conn, ready_fd: int, argv: list[str], syscalls) -> None:
+    """In the forked child: what corral-shim's detach does, then the shim."""
+    code = 1
+    try:
+        import _signal
+
+        _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+        listener.close()
+        conn.close()
+        os.setsid()
+        syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+        from . import main
+
+        options = main.parse_args([*argv, "--ready-fd", str(ready_fd)])
+        os.makedirs(options.state_dir, mode=0o700, exist_ok=True)
+        main._settle(options)
+        code = main.run(options)
+    except BaseException as exc:  # noqa: BLE001 - the shim's last word
+        try:
+            from . import main
+
+            main._last_word(options, exc)  # type: ignore[possibly-undefined]
+        except BaseException:  # noqa: BLE001
+            pass
+    finally:
+        os._exit(code)
+
+
+def _received_fd(ancillary) -> int:
+    for level, kind, payload in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS and len(payload) >= 4:
+            return int.from_bytes(payload[:4], sys.byteorder)
+    return -1
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _listen(path: str):
+    _unlink(path)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    sock.bind(path)
+    os.chmod(path, 0o600)
+    sock.listen(64)
+    return sock
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def command(sock_path: str) -> list[str]:
+    """The command line of a template serving on SOCK_PATH."""
+    package_dir = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+    code = (f"import sys; sys.path.insert(0, {package_dir!r}); "
+            "from corral.shim.template import serve; serve(sys.argv[1])")
+    return [sys.executable, "-S", "-c", code, sock_path]
