@@ -166,3 +166,48 @@ def test_restart_policies_at_the_daemons_start(corral, shared_corrald, busybox_i
     corral("stop", "-t", "0", "always")
     assert corral("system", "boot").stdout.split() and \
         corral("inspect", "-f", "{{.State.Status}}", "always").stdout == "running\n"
+
+
+# Regressions from a fresh user's report ------------------------------------------------
+
+def test_rm_container_whose_start_fails_is_removed(corral, shared_corrald, busybox_image):
+    result = shared_corrald.docker("run", "--rm", busybox_image, "no-such-program",
+                                   timeout=60)
+    assert result.returncode == 127 and "executable file not found" in result.stderr
+    failed = corral("run", "-d", "--rm", busybox_image, "no-such-program", check=False)
+    assert failed.returncode == 127
+    assert corral("ps", "-aq").stdout == ""
+
+
+def test_a_missing_user_is_not_a_missing_image(corral, shared_corrald, busybox_image):
+    local = corral("run", "--rm", "--user", "nobody", busybox_image, "id", check=False)
+    assert local.returncode == 125 and "no user 'nobody'" in local.stderr
+    assert "Unable to find image" not in local.stderr
+    remote = shared_corrald.docker("run", "--rm", "--user", "nobody", busybox_image, "id",
+                                   timeout=60)
+    assert remote.returncode == 125 and "Unable to find image" not in remote.stderr
+
+
+def test_stop_of_a_stopped_container_succeeds(corral, busybox_image):
+    corral("create", "--name", "idle", busybox_image)
+    assert corral("stop", "idle").stdout == "idle\n"
+
+
+def test_foreground_run_forwards_sigterm(corral, busybox_image):
+    import signal
+
+    process = subprocess.Popen(
+        [CORRAL, "--root", str(corral.root), "--run-root", str(corral.run_dir), "run",
+         "--name", "fg", busybox_image, "sh", "-c",
+         "trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 0.1; done"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert process.stdout.readline() == "ready\n"
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=30)
+    assert process.returncode == 3 and "got TERM" in out
+
+
+def test_piped_stdin_keeps_the_exit_code(corral, busybox_image):
+    result = corral("run", "-i", "--rm", busybox_image, "sh", "-c", "exit 5",
+                    input=b"\n", check=False)
+    assert result.returncode == 5, result.stderr

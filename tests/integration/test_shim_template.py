@@ -35,7 +35,8 @@ def _templates(run_dir: Path) -> list[int]:
     return found
 
 
-def test_shims_are_forked_by_one_template_and_outlive_it(engine):  # noqa: F811
+def test_shims_are_forked_by_one_template_and_outlive_it(engine, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("CORRAL_SHIM_TEMPLATE", "1")
     first = run(engine, "sleep", "60")
     second = run(engine, "sleep", "60")
     [template] = [pid for pid in _templates(engine.run)

@@ -8,6 +8,8 @@ itself when no daemon is named, or a ``Remote`` to corrald with ``-H`` or
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 import time
 
@@ -86,7 +88,7 @@ def _create_container(context, args, *, attach: bool) -> str:
     try:
         created = backend.create(body, name=args.name, platform=args.platform)
     except (NotFound, ImageNotFound) as exc:
-        if args.pull == "never" or "image" not in str(exc).lower():
+        if args.pull == "never" or "no such image" not in str(exc).lower():
             raise
         print(f"Unable to find image '{args.image}' locally", file=sys.stderr)
         context.pull_image(args.image, args.platform)
@@ -131,14 +133,36 @@ def _run_attached(backend, container_id: str, args) -> int:
             if args.rm:
                 _quietly(backend.remove, container_id, force=True)
             return _report(exc)
-        relay(sock, tty=args.tty, stdin=args.interactive,
-              resize=lambda h, w: backend.resize(container_id, height=h, width=w))
+        with _forwarding_signals(backend, container_id, enabled=not args.tty):
+            relay(sock, tty=args.tty, stdin=args.interactive,
+                  resize=lambda h, w: backend.resize(container_id, height=h, width=w))
     finally:
         sock.close()
     status = backend.wait(container_id)["StatusCode"]
     if args.rm:
         _quietly(backend.remove, container_id, force=True)
     return status
+
+
+@contextlib.contextmanager
+def _forwarding_signals(backend, container_id: str, *, enabled: bool):
+    """docker run's --sig-proxy: SIGINT and SIGTERM sent to this process go
+    to the container (with a tty, the terminal sends its own)."""
+    if not enabled:
+        yield
+        return
+
+    def forward(signum, frame) -> None:
+        with contextlib.suppress(Exception):
+            backend.kill(container_id, signal.Signals(signum).name.removeprefix("SIG"))
+
+    previous = {signum: signal.signal(signum, forward)
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _quietly(call, *args, **kwargs) -> None:
@@ -194,12 +218,14 @@ def cmd_start(context, args) -> int:
 def _each(refs: list[str], call, **kwargs) -> int:
     """Docker's way with several containers: one line per success (the name
     given), one error line per failure, status 1 if any failed."""
-    from ..manager.errors import Error
+    from ..manager.errors import Error, NotModified
 
     status = 0
     for ref in refs:
         try:
             call(ref, **kwargs)
+        except NotModified:
+            pass  # already stopped (or started): done, as docker says
         except Error as exc:
             print(f"corral: {exc}", file=sys.stderr)
             status = 1

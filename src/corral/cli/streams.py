@@ -81,14 +81,20 @@ def _pump(sock: socket.socket, *, tty: bool, stdin: bool) -> None:
             for key, _ in selector.select():
                 if key.data == "stdin":
                     data = os.read(0, 65536)
+                    try:
+                        if data:
+                            sock.sendall(data)
+                        else:
+                            sock.shutdown(socket.SHUT_WR)
+                    except OSError:
+                        data = b""  # the other side is done with our input
                     if not data:
                         selector.unregister(0)
-                        with contextlib.suppress(OSError):
-                            sock.shutdown(socket.SHUT_WR)
-                    else:
-                        sock.sendall(data)
                     continue
-                data = sock.recv(65536)
+                try:
+                    data = sock.recv(65536)
+                except ConnectionResetError:
+                    return
                 if not data:
                     return
                 if demux is None:

@@ -166,7 +166,9 @@ class Engine(Observing, Recovery, Attaching, Execs):
             specs.build(spec, request, container_id=container_id, hostname=hostname,
                         directory=directory)
         except image_errors.NotFound as exc:
-            raise NotFound(f"create container '{container_id}': {exc}") from exc
+            # Not a 404: clients take a 404 from create for a missing image
+            # and pull (a user missing from the image's passwd lands here).
+            raise InvalidArgument(f"create container '{container_id}': {exc}") from exc
         except image_errors.Error as exc:
             raise InvalidArgument(f"create container '{container_id}': {exc}") from exc
         self._write_files(directory, hostname, config, request.host_config)
@@ -297,6 +299,10 @@ class Engine(Observing, Recovery, Attaching, Execs):
             self._clear_run(container.id)
             failed = State(status="created", exit_code=exc.exit_status, error=str(exc))
             self.records.update(container.id, last_state=failed.__dict__)
+            if host.get("AutoRemove"):
+                # As dockerd: --rm removes a container whose start failed
+                # (docker run --rm waits for that removal).
+                self._destroy(container.id)
             raise
         except BaseException:
             self._clear_run(container.id)

@@ -65,7 +65,7 @@ def spawn(container_id: str, *, bundle: Path, state_dir: Path, runtime_root: Pat
     if options.exit_command:
         args += ["--exit-command", json.dumps(list(options.exit_command))]
     try:
-        forked = _spawn_by_template(state_dir.parent, args[1:], write_end)
+        forked = _spawn_by_template(state_dir, args[1:], write_end)
     except BaseException:
         os.close(write_end)
         os.close(read_end)
@@ -97,20 +97,41 @@ def spawn(container_id: str, *, bundle: Path, state_dir: Path, runtime_root: Pat
     return _ready(container_id, line)
 
 
-def _spawn_by_template(shims_dir: Path, flags: list[str], ready_fd: int) -> bool:
+def _spawn_by_template(state_dir: Path, flags: list[str], ready_fd: int) -> bool:
     """Have the template of ``shims_dir`` fork the shim (shim/template.py),
     starting the template first if none answers; False if that cannot be
     done, and the caller starts the shim itself. Closes ``ready_fd`` on
     success (the shim has its own copy)."""
-    import socket
 
     from ..shim import template
 
     flags = [f for i, f in enumerate(flags)
              if f != "--ready-fd" and (i == 0 or flags[i - 1] != "--ready-fd")]
-    path = shims_dir.parent / f"shim-template-{template.code_token()}.sock"
-    if len(str(path)) > 107:
+    path = state_dir.parent.parent / f"shim-template-{template.code_token()}.sock"
+    # Opt-in for now: recovery after a killed engine races with a shim the
+    # template is still forking (tests/integration/test_engine.py,
+    # test_reconcile_after_a_killed_process, fails about half the time with
+    # it; see docs/limitations.md).
+    if len(str(path)) > 107 or os.environ.get("CORRAL_SHIM_TEMPLATE") != "1":
         return False
+    # Before the request: should we die now, recovery knows a shim may be
+    # on its way (running_shims).
+    marker = state_dir / template.SPAWNING
+    state_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(str(path))
+    try:
+        sent = _request_shim(path, flags, ready_fd)
+    except BaseException:
+        marker.unlink(missing_ok=True)
+        raise
+    if not sent:
+        marker.unlink(missing_ok=True)
+    return sent
+
+
+def _request_shim(path: Path, flags: list[str], ready_fd: int) -> bool:
+    import socket
+
     for attempt in range(2):
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -261,9 +282,23 @@ def running_shims(state_root: Path) -> set[str]:
         index = args.index(b"--state-dir") + 1
         if index < len(args) and args[index].startswith(prefix) and alive(int(entry.name)):
             ids.add(args[index][len(prefix):].decode(errors="replace"))
-    # Shims forked by a template have its command line: their pid files say.
+    # Shims forked by a template have its command line: their pid files
+    # say, or, before the shim has written one, the engine's mark while the
+    # template that is forking it lives.
     with contextlib.suppress(FileNotFoundError):
         for directory in os.scandir(state_root):
-            if directory.is_dir() and shim_alive(Path(directory.path)):
+            if directory.is_dir() and (shim_alive(Path(directory.path))
+                                       or _spawning(Path(directory.path))):
                 ids.add(directory.name)
     return ids
+
+
+def _spawning(state_dir: Path) -> bool:
+    from ..shim import template
+
+    try:
+        socket_path = (state_dir / template.SPAWNING).read_text()
+        pid = int(Path(f"{socket_path}.pid").read_text())
+    except (OSError, ValueError):
+        return False
+    return alive(pid) and _is_shim(pid)

@@ -28,6 +28,11 @@ import time
 from corral import _json
 
 IDLE_EXIT = 600.0
+# Written by the engine in a shim's state directory before it asks the
+# template for the shim (it holds the template's socket path); removed by
+# the shim once its shim.pid is written. Until then, recovery counts the
+# shim as on its way while the template lives (manager/shims.py).
+SPAWNING = "shim.spawning"
 
 
 def code_token() -> str:
@@ -51,12 +56,15 @@ def serve(sock_path: str) -> None:
 
     from corral import _syscalls
 
-    from . import main, supervisor  # noqa: F401
+    from . import main, supervisor  # noqa: F401 (main: loaded for the forks)
 
     # Reap shims as they end (a zombie would pass for a live shim); the
     # forked child puts the default back before anything else.
     _signal.signal(_signal.SIGCHLD, lambda signum, frame: _reap())
-    listener = _listen(sock_path)
+    listener = supervisor._listen(sock_path)
+    os.chmod(sock_path, 0o600)
+    with open(f"{sock_path}.pid", "w") as pid_file:
+        pid_file.write(str(os.getpid()))
     listener.settimeout(1.0)
     last = time.monotonic()
     # Until idle for long, or until the socket is gone (its run directory
@@ -76,7 +84,8 @@ def serve(sock_path: str) -> None:
         finally:
             conn.close()
     listener.close()
-    _unlink(sock_path)
+    supervisor._unlink(sock_path)
+    supervisor._unlink(f"{sock_path}.pid")
 
 
 def _handle(conn, listener, syscalls) -> None:
@@ -107,11 +116,13 @@ def _become_shim(listener, conn, ready_fd: int, argv: list[str], syscalls) -> No
         conn.close()
         os.setsid()
         syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
-        from . import main
+        from . import main, supervisor
 
         options = main.parse_args([*argv, "--ready-fd", str(ready_fd)])
         os.makedirs(options.state_dir, mode=0o700, exist_ok=True)
         main._settle(options)
+        # shim.pid is written: the engine's "a shim is on its way" mark can go.
+        supervisor._unlink(os.path.join(options.state_dir, SPAWNING))
         code = main.run(options)
     except BaseException as exc:  # noqa: BLE001 - the shim's last word
         try:
@@ -121,6 +132,12 @@ def _become_shim(listener, conn, ready_fd: int, argv: list[str], syscalls) -> No
         except BaseException:  # noqa: BLE001
             pass
     finally:
+        try:
+            from . import supervisor
+
+            supervisor._unlink(os.path.join(options.state_dir, SPAWNING))
+        except BaseException:  # noqa: BLE001 - no options: nothing to undo
+            pass
         os._exit(code)
 
 
@@ -139,22 +156,6 @@ def _reap() -> None:
             return
         if pid == 0:
             return
-
-
-def _listen(path: str):
-    _unlink(path)
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
-    sock.bind(path)
-    os.chmod(path, 0o600)
-    sock.listen(64)
-    return sock
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def command(sock_path: str) -> list[str]:
