@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -16,32 +15,18 @@ import pytest
 
 from corral.manager import errors, shims
 from corral.manager import spec as specs
-from corral.manager.engine import Engine
+from tests.integration.engines import make_engine, remove_all
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 @pytest.fixture
 def engine(tmp_path, busybox_image, make_client):
-    from corral.image import reference
-    from corral.image.pull import pull
-    from corral.image.store import Store
-
-    # A short run directory: shim.sock must fit in sun_path (108 bytes).
-    root, run = tmp_path / "root", Path(tempfile.mkdtemp(prefix="e-", dir="/tmp"))
-    with Store(root) as store:
-        pull(store, make_client(), reference.parse(busybox_image))
-    engine = Engine(root, run)
-    engine.image = busybox_image
+    engine = make_engine(tmp_path, busybox_image, make_client(), "e-")
     yield engine
-    for container in engine.records.all():
-        try:
-            engine.remove(container.id, force=True)
-        except errors.Error:
-            engine._destroy(container.id)
-    engine.close()
-    _assert_clean(root, run)
-    shutil.rmtree(run)
+    remove_all(engine)
+    _assert_clean(engine.root, engine.run)
+    shutil.rmtree(engine.run)
 
 
 def _assert_clean(root: Path, run: Path) -> None:

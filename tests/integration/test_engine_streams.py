@@ -15,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,10 +23,10 @@ import pytest
 
 from corral.manager import errors
 from corral.manager.attach import Pump, socket_pair
-from corral.manager.engine import Engine
 from corral.manager.execs import check_exec, merge_env
 from corral.shim import protocol
 from tests.integration import peers
+from tests.integration.engines import make_engine, remove_all
 
 CORRAL = str(Path(sys.executable).parent / "corral")
 # The client may size the terminal only once the process runs: wait for it.
@@ -37,25 +36,12 @@ STTY_SIZE = ('for i in $(seq 100); do size=$(stty size 2>&1); '
 
 @pytest.fixture
 def engine(tmp_path, busybox_image, make_client):
-    from corral.image import reference
-    from corral.image.pull import pull
-    from corral.image.store import Store
-
-    root, run = tmp_path / "root", Path(tempfile.mkdtemp(prefix="s-", dir="/tmp"))
-    with Store(root) as store:
-        pull(store, make_client(), reference.parse(busybox_image))
-    engine = Engine(root, run)
-    engine.image = busybox_image
+    engine = make_engine(tmp_path, busybox_image, make_client(), "s-")
     before = set(_children())
     yield engine
-    for container in engine.records.all():
-        try:
-            engine.remove(container.id, force=True)
-        except errors.Error:
-            engine._destroy(container.id)
-    engine.close()
-    _assert_nothing_left(run, before)
-    shutil.rmtree(run)
+    remove_all(engine)
+    _assert_nothing_left(engine.run, before)
+    shutil.rmtree(engine.run)
 
 
 def _assert_nothing_left(run: Path, children: set[str]) -> None:
