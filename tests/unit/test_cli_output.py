@@ -71,3 +71,14 @@ def test_repository_and_tag(name, repository, tag):
 def test_table_pads_like_tabwriter(capsys):
     output.table(["A", "BB"], [["xyz", "1"]])
     assert capsys.readouterr().out == "A     BB\nxyz   1\n"
+
+
+def test_frames_split_across_chunks():
+    import struct
+
+    from corral.cli.streams import frames
+
+    data = b"".join(struct.pack(">BxxxL", s, len(p)) + p
+                    for s, p in [(1, b"out"), (2, b"err"), (1, b"")])
+    assert list(frames([data[:5], data[5:13], data[13:]])) == [
+        (1, b"out"), (2, b"err"), (1, b"")]

@@ -22,17 +22,25 @@ from collections.abc import Callable, Iterable, Iterator
 _HEADER = struct.Struct(">BxxxL")
 
 
+def _split(buffer: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """The whole frames at the start of BUFFER, and what is left of it."""
+    found, offset = [], 0
+    while len(buffer) - offset >= _HEADER.size:
+        stream, length = _HEADER.unpack_from(buffer, offset)
+        end = offset + _HEADER.size + length
+        if len(buffer) < end:
+            break
+        found.append((stream, buffer[offset + _HEADER.size:end]))
+        offset = end
+    return found, buffer[offset:]
+
+
 def frames(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
     """(stream, payload) of each frame in a multiplexed byte stream."""
     buffer = b""
     for chunk in chunks:
-        buffer += chunk
-        while len(buffer) >= _HEADER.size:
-            stream, length = _HEADER.unpack_from(buffer)
-            if len(buffer) < _HEADER.size + length:
-                break
-            yield stream, buffer[_HEADER.size:_HEADER.size + length]
-            buffer = buffer[_HEADER.size + length:]
+        found, buffer = _split(buffer + chunk)
+        yield from found
 
 
 class _Demux:
@@ -43,15 +51,11 @@ class _Demux:
         self.outputs = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
 
     def feed(self, data: bytes) -> None:
-        self.buffer += data
-        while len(self.buffer) >= _HEADER.size:
-            stream, length = _HEADER.unpack_from(self.buffer)
-            if len(self.buffer) < _HEADER.size + length:
-                return
+        found, self.buffer = _split(self.buffer + data)
+        for stream, payload in found:
             out = self.outputs.get(stream, sys.stdout.buffer)
-            out.write(self.buffer[_HEADER.size:_HEADER.size + length])
+            out.write(payload)
             out.flush()
-            self.buffer = self.buffer[_HEADER.size + length:]
 
 
 def relay(sock: socket.socket, *, tty: bool, stdin: bool,
