@@ -93,3 +93,29 @@ def test_parse_args():
                           (["--id", "c"], "'--bundle': required")]:
         with pytest.raises(InvalidArgument, match=message):
             parse_args(argv)
+
+
+def test_a_reset_attach_is_shim_unavailable(tmp_path):
+    # Regression: a shim that stops listening resets a pending attach; the
+    # client got a raw ConnectionResetError instead of ShimUnavailable.
+    import time
+
+    path = str(tmp_path / "s.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(1)
+
+    def reset() -> None:
+        conn, _ = server.accept()
+        # Closed with the request unread: the client's next read is reset.
+        time.sleep(0.2)
+        conn.close()
+
+    thread = threading.Thread(target=reset)
+    thread.start()
+    try:
+        with pytest.raises(ShimUnavailable):
+            protocol.attach(path)
+    finally:
+        thread.join()
+        server.close()
