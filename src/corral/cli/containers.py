@@ -81,7 +81,10 @@ def _create_container(context, args, *, attach: bool) -> str:
     try:
         body = create_body(args, attach=attach)
     except FlagError as exc:
-        raise SystemExit(f"corral: {exc}") from None
+        # Reported by _report as docker run's own failure: status 125.
+        from ..manager.errors import InvalidArgument
+
+        raise InvalidArgument(str(exc)) from None
     backend = context.backend
     if args.pull == "always":
         context.pull_image(args.image, args.platform)
