@@ -79,9 +79,12 @@ class Observing:
     def events(self, *, since: float | None = None, until: float | None = None,
                filters: dict | None = None) -> Iterator[dict]:
         """``GET /events``: past events from ``since``, then new ones as they
-        come, until ``until`` (for ever without it)."""
+        come, until ``until`` (for ever without it). With neither, as Docker,
+        only the events from now on: no history."""
         wanted = normalize_event_filters(filters)
         after = 0
+        if since is None and until is None:
+            since = time.time()
         since_nano = None if since is None else int(since * 1e9)
         until_nano = None if until is None else int(until * 1e9)
         while True:

@@ -23,7 +23,7 @@ import time
 
 from corral import _json
 
-from . import streams
+from . import oom, streams
 from .errors import Error
 from .jsonlog import LogWriter, timestamp_ns
 from .loop import ERR, IN, OUT, Loop
@@ -87,6 +87,7 @@ class Shim(Server):
                       "started_at": ZERO_TIME, "finished_at": ZERO_TIME, "exit_code": 0,
                       "oom_killed": False, "restart_count": 0, "error": ""}
         self.pid = 0
+        self.oom_file = ""
         self.outputs: dict[int, int] = {}  # fd -> stream
         self.stdin_fd = -1
         self.master = -1
@@ -163,7 +164,7 @@ class Shim(Server):
         self.started = time.monotonic()
         self.stopped = False
         self.write_state(status="running", pid=self.pid, started_at=now(),
-                         finished_at=ZERO_TIME, exit_code=0, error="")
+                         finished_at=ZERO_TIME, exit_code=0, error="", oom_killed=False)
 
     def _start_pipes(self) -> None:
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
@@ -212,6 +213,8 @@ class Shim(Server):
             self.runtime.run("run", "--detach", *args, options.id, stdio=stdio)
             with open(pid_file) as f:
                 self.pid = int(f.read())
+            # Found now: at the exit the process is gone, not yet its cgroup.
+            self.oom_file = oom.counter_file(self.pid)
             if console is not None:
                 self.master = _receive_master(console)
         except BaseException:
@@ -379,10 +382,13 @@ class Shim(Server):
 
         restart = self.options.restart.should_restart(
             code, self.state["restart_count"], self.stopped)
+        oom_killed = oom.killed(self.oom_file)
         self.write_state(status="restarting" if restart else "exited", pid=0,
-                         exit_code=code, finished_at=now())
-        # The event before the answer, so that it precedes whatever the
+                         exit_code=code, finished_at=now(), oom_killed=oom_killed)
+        # The events before the answer, so that they precede whatever the
         # waiter records next (the engine's "stop", say), as in Docker.
+        if oom_killed:
+            self.record_event("oom", {})
         self.record_event("die", {"exitCode": str(code)})
         self._answer_waiters()
         try:

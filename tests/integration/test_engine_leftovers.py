@@ -1,0 +1,51 @@
+"""Regressions found by fresh users of the engine: each test is the input
+that once went wrong."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from tests.integration.test_engine import body, engine  # noqa: F401
+
+
+def test_oom_kill_is_reported_with_an_event(engine):  # noqa: F811
+    # dd's 64 MB buffer in a 16 MB cgroup: the kernel kills it (it said
+    # OOMKilled false and sent no oom event).
+    container = engine.create(body(
+        engine, "dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1",
+        HostConfig={"Memory": 16 << 20, "MemorySwap": 16 << 20}))["Id"]
+    started = time.time()
+    engine.start(container)
+    assert engine.wait(container)["StatusCode"] == 137
+    assert engine.inspect(container)["State"]["OOMKilled"] is True
+    actions = [e["Action"] for e in engine.events(since=started, until=time.time())
+               if e["Actor"]["ID"] == container]
+    assert actions[-3:-1] == ["oom", "die"] or actions[-2:] == ["oom", "die"]
+
+
+def test_a_run_without_oom_is_not_oom_killed(engine):  # noqa: F811
+    container = engine.create(body(engine, "true",
+                                   HostConfig={"Memory": 16 << 20}))["Id"]
+    engine.start(container)
+    assert engine.wait(container)["StatusCode"] == 0
+    assert engine.inspect(container)["State"]["OOMKilled"] is False
+
+
+def test_events_without_since_start_now(engine):  # noqa: F811
+    # `docker events` replayed every past event when given no --since.
+    old = engine.create(body(engine, "true"))["Id"]
+    seen: list[str] = []
+    stream = engine.events()
+
+    def read() -> None:
+        for event in stream:
+            seen.append(event["Actor"]["ID"])
+            return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    time.sleep(0.3)
+    new = engine.create(body(engine, "true"))["Id"]
+    reader.join(10)
+    assert seen == [new] and old not in seen
