@@ -1,0 +1,79 @@
+"""The CNI network configuration list we generate for a bridge network.
+
+CNI SPEC.md, "Network configuration lists": one JSON document with
+``cniVersion``, ``name`` and ``plugins``, run in order on ADD and in reverse
+on DEL. Ours, for every bridge network:
+
+- ``bridge``: the Linux bridge and a veth per container; ``isGateway`` puts
+  the gateway address on the bridge (where our resolver listens),
+  ``ipMasq`` NATs traffic leaving the subnet unless the network is internal,
+  ``hairpinMode`` lets a container reach itself through a published port;
+- its IPAM, ``host-local``, leasing from the subnet (``rangeStart`` and
+  ``rangeEnd`` from ip_range) into a ``dataDir`` under our root, with a
+  default route unless the network is internal; it accepts the ``ips``
+  capability for a requested address;
+- ``portmap`` with the ``portMappings`` capability (CONVENTIONS.md): DNAT
+  from the host, ``snat`` so that 127.0.0.1:PORT works (portmap sets
+  route_localnet on the bridge itself);
+- ``firewall`` (iptables backend): accepts the containers' traffic in
+  FORWARD even where its policy is DROP; its admin chain, evaluated first, is
+  where `firewall.py` puts the isolation rules between networks;
+- ``tuning``, only when options ask for sysctls (none by default).
+
+The plugins are Debian's containernetworking-plugins 1.1.1: they accept
+cniVersion 1.0.0 (firewall only from 0.4.0).
+"""
+
+from __future__ import annotations
+
+from .models import Network
+from .subnets import Addressing
+
+CNI_VERSION = "1.0.0"
+ADMIN_CHAIN = "CORRAL-ISOLATION"
+
+# Docker's driver options that map onto the bridge plugin.
+OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
+OPT_MASQUERADE = "com.docker.network.bridge.enable_ip_masquerade"
+OPT_MTU = "com.docker.network.driver.mtu"
+KNOWN_OPTIONS = (OPT_BRIDGE_NAME, OPT_MASQUERADE, OPT_MTU,
+                 "com.docker.network.bridge.default_bridge",
+                 "com.docker.network.bridge.enable_icc",
+                 "com.docker.network.bridge.host_binding_ipv4")
+
+
+def build(network: Network, ipam_dir: str) -> dict:
+    """The configuration list of ``network``; IPAM leases go to ``ipam_dir``."""
+    plugins = [_bridge(network, ipam_dir),
+               {"type": "portmap", "capabilities": {"portMappings": True},
+                "snat": True},
+               {"type": "firewall", "backend": "iptables",
+                "iptablesAdminChainName": ADMIN_CHAIN}]
+    sysctls = {key[len("sysctl."):]: value for key, value in network.options.items()
+               if key.startswith("sysctl.")}
+    if sysctls:
+        plugins.append({"type": "tuning", "sysctl": sysctls})
+    return {"cniVersion": CNI_VERSION, "name": network.name,
+            "plugins": plugins}
+
+
+def masquerade(network: Network) -> bool:
+    """Outbound NAT: on unless internal or turned off by the Docker option."""
+    option = str(network.options.get(OPT_MASQUERADE, "true")).lower()
+    return not network.internal and option not in ("false", "0")
+
+
+def _bridge(network: Network, ipam_dir: str) -> dict:
+    first, last = Addressing(network.subnet, network.gateway,
+                             network.ip_range).range_bounds()
+    ipam: dict = {"type": "host-local", "dataDir": ipam_dir,
+                  "ranges": [[{"subnet": network.subnet, "gateway": network.gateway,
+                               "rangeStart": first, "rangeEnd": last}]]}
+    if not network.internal:
+        ipam["routes"] = [{"dst": "0.0.0.0/0"}]
+    bridge = {"type": "bridge", "bridge": network.bridge, "isGateway": True,
+              "ipMasq": masquerade(network), "hairpinMode": True,
+              "capabilities": {"ips": True}, "ipam": ipam}
+    if OPT_MTU in network.options:
+        bridge["mtu"] = int(network.options[OPT_MTU])
+    return bridge
