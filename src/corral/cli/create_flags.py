@@ -58,6 +58,9 @@ def add_create_flags(parser: argparse.ArgumentParser) -> None:
     add("--platform", help="os/arch of the image to pull")
     add("--pull", choices=("missing", "always", "never"), default="missing",
         help="pull the image before creating (default: if missing)")
+    from .network import add_network_flags
+
+    add_network_flags(parser)
     add("image", metavar="IMAGE")
     add("command", nargs=argparse.REMAINDER, metavar="COMMAND")
 
@@ -86,6 +89,12 @@ def create_body(args: argparse.Namespace, *, attach: bool) -> dict:
         if value is not None:
             config[key] = value
     config["HostConfig"] = host_config(args)
+    from .network import PublishError, network_body
+
+    try:
+        network_body(args, config)
+    except PublishError as exc:
+        raise FlagError(str(exc)) from None
     return config
 
 

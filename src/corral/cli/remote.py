@@ -16,6 +16,8 @@ from collections.abc import Iterator
 
 import httpx
 
+from .volume import RemoteVolumes
+
 API_VERSION = "1.43"
 
 
@@ -25,7 +27,7 @@ def _errors():
     return errors
 
 
-class Remote:
+class Remote(RemoteVolumes):
     def __init__(self, host: str) -> None:
         if not host.startswith("unix://"):
             raise SystemExit(f"corral: -H '{host}': only unix:// sockets are supported")
@@ -200,6 +202,31 @@ class Remote:
 
     def version(self) -> dict:
         return self._call("GET", "/version")
+
+    # Networks -------------------------------------------------------------------
+
+    def network_list(self, *, filters: dict | None = None) -> list:
+        return self._call("GET", "/networks",
+                          params={"filters": json.dumps(filters) if filters else None})
+
+    def network_inspect(self, ref: str) -> dict:
+        return self._call("GET", f"/networks/{ref}")
+
+    def network_create(self, body: dict) -> dict:
+        return self._call("POST", "/networks/create", body=body)
+
+    def network_remove(self, ref: str) -> None:
+        self._call("DELETE", f"/networks/{ref}", expect_json=False)
+
+    def network_connect(self, ref: str, body: dict) -> None:
+        self._call("POST", f"/networks/{ref}/connect", body=body, expect_json=False)
+
+    def network_disconnect(self, ref: str, body: dict) -> None:
+        self._call("POST", f"/networks/{ref}/disconnect", body=body, expect_json=False)
+
+    def network_prune(self, filters: dict | None = None) -> dict:
+        return self._call("POST", "/networks/prune",
+                          params={"filters": json.dumps(filters) if filters else None})
 
     def pull(self, image: str, *, platform: str | None = None) -> None:
         """POST /images/create, reading the progress stream to its end."""

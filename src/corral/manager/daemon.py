@@ -1,7 +1,8 @@
 """corrald: the Docker Engine API on a unix socket.
 
     corrald [-H unix:///run/corral/corral.sock] [--root /var/lib/corral]
-            [--exec-root /run/corral] [--insecure-registry HOST[:PORT]]... [-D]
+            [--exec-root /run/corral] [--insecure-registry HOST[:PORT]]...
+            [--bridge corral0] [--bip 10.88.0.1/16] [-D]
 
 At start it lets the engine finish or undo what a killed daemon left
 (``Engine.reconcile``), then listens. The socket is root's, mode 0660, as
@@ -52,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a registry that may be spoken to over plain HTTP")
     parser.add_argument("--snapshotter", choices=("overlay", "native"),
                         help="how layers are stored when ROOT is new")
+    parser.add_argument("--bridge", help="the default network's bridge (default corral0)")
+    parser.add_argument("--bip", metavar="CIDR",
+                        help="the default network's gateway/prefix or subnet "
+                             "(default 10.88.0.1/16)")
     parser.add_argument("-D", "--debug", action="store_true", help="log debug lines")
     return parser
 
@@ -82,7 +87,10 @@ def _open_engine(args: argparse.Namespace):
     except ImportError as exc:
         log.warning("no engine (%s): serving the system and image endpoints only", exc)
         return None
-    return Engine(root=args.root, run=args.run)
+    from .networking import subnet_of
+
+    return Engine(root=args.root, run=args.run, default_bridge=args.bridge,
+                  default_subnet=subnet_of(args.bip) if args.bip else None)
 
 
 async def serve(args: argparse.Namespace) -> None:

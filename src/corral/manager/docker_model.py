@@ -58,11 +58,10 @@ HOST_CONFIG_FIELDS = {
 }
 
 # Known options the engine does not implement yet: refused unless zero.
-# TODO: volumes, ports, links and devices come with the volume and network
-# layers; until then `docker run -v/-p/--link/--device` fails with 400.
+# TODO: volumes, links and devices come with the volume layer and later;
+# until then `docker run -v NAME:/x/--link/--device` fails with 400.
 UNSUPPORTED = (
-    "ContainerIDFile", "PortBindings", "VolumeDriver", "VolumesFrom", "Links",
-    "PublishAllPorts", "StorageOpt", "UsernsMode", "CgroupParent", "BlkioWeight",
+    "ContainerIDFile", "VolumeDriver", "VolumesFrom", "Links", "StorageOpt", "UsernsMode", "CgroupParent", "BlkioWeight",
     "BlkioWeightDevice", "BlkioDeviceReadBps", "BlkioDeviceWriteBps",
     "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps", "CpuRealtimePeriod",
     "CpuRealtimeRuntime", "Devices", "DeviceCgroupRules", "DeviceRequests",
@@ -71,7 +70,6 @@ UNSUPPORTED = (
 )
 
 _CHOICES = {
-    "NetworkMode": ("", "default", "bridge", "none", "host"),
     "IpcMode": ("", "private", "shareable", "host"),
     "PidMode": ("", "host"),
     "UTSMode": ("", "host"),

@@ -45,6 +45,7 @@ from .errors import (
     no_such_container,
 )
 from .execs import Execs
+from .networking import Networking
 from .observe import Observing
 from .records import Container, Records
 from .recovery import Recovery
@@ -55,12 +56,17 @@ DEFAULT_STOP_TIMEOUT = 10
 _POLL = 0.02
 
 
-class Engine(Observing, Recovery, Attaching, Execs):
-    """The containers of one root (``/var/lib/corral``) and run directory."""
+class Engine(Observing, Recovery, Attaching, Execs, Networking):
+    """The containers of one root (``/var/lib/corral``) and run directory;
+    ``default_bridge`` and ``default_subnet`` make its default network."""
 
-    def __init__(self, root: Path = DEFAULT_ROOT, run: Path = DEFAULT_RUN) -> None:
+    def __init__(self, root: Path = DEFAULT_ROOT, run: Path = DEFAULT_RUN, *,
+                 default_bridge: str | None = None,
+                 default_subnet: str | None = None) -> None:
         self.root = Path(root)
         self.run = Path(run)
+        self.default_bridge = default_bridge or self.default_bridge
+        self.default_subnet = default_subnet or self.default_subnet
         self.store = Store(self.root)
         self.containers_dir = self.root / "containers"
         self.runtime_root = self.run / "runtime"
@@ -81,6 +87,7 @@ class Engine(Observing, Recovery, Attaching, Execs):
     def close(self) -> None:
         self.records.close()
         self.store.close()
+        self.close_networks()
 
     # Paths and locks ---------------------------------------------------------
 
@@ -124,6 +131,7 @@ class Engine(Observing, Recovery, Attaching, Execs):
         if not image_ref:
             raise InvalidArgument("config.Image: no image given")
         image = self._image(image_ref)
+        self.check_networking(request)
         if name:
             name = names.check_name(name)
         else:
@@ -165,6 +173,7 @@ class Engine(Observing, Recovery, Attaching, Execs):
             spec = create_bundle(self.store, image, directory, container_id, options)
             specs.build(spec, request, container_id=container_id, hostname=hostname,
                         directory=directory)
+            self.network_namespace(spec, request, container_id)
         except image_errors.NotFound as exc:
             # Not a 404: clients take a 404 from create for a missing image
             # and pull (a user missing from the image's passwd lands here).
@@ -269,7 +278,13 @@ class Engine(Observing, Recovery, Attaching, Execs):
             if state.running:
                 raise NotModified(f"container '{container.id}': already started")
             self._clear_run(container.id)
-            self._spawn(container)
+            self.release_network(container.id)  # of a run that ended by itself
+            self.network_up(container)
+            try:
+                self._spawn(container)
+            except BaseException:
+                self.release_network(container.id)
+                raise
         self._event(container, "start")
 
     def _spawn(self, container: Container) -> None:
@@ -286,8 +301,9 @@ class Engine(Observing, Recovery, Attaching, Execs):
             log_max_file=int(log.get("max-file", "1")),
             name=container.name.lstrip("/"), image=container.config.get("Image", ""),
             # --rm holds with no daemon: the shim runs the clean-up itself.
-            exit_command=tuple(cleanup.command(self.root, self.run, container.id))
-            if host.get("AutoRemove") else ())
+            exit_command=tuple(cleanup.command(self.root, self.run, container.id,
+                                               self.network_flags()))
+            if host.get("AutoRemove") or self.needs_network_cleanup(container) else ())
         directory = self.directory(container.id)
         try:
             shims.spawn(container.id, bundle=directory,
@@ -350,6 +366,7 @@ class Engine(Observing, Recovery, Attaching, Execs):
         self._event(container, "kill", signal=str(number))
         self._shim(container, {"op": "stop", "signal": number,
                                "timeout": -1 if timeout < 0 else timeout}, None)
+        self.release_if_stopped(container.id)
         self._event(container, "stop")
 
     def _mark_stopped(self, container: Container) -> None:
@@ -481,6 +498,7 @@ class Engine(Observing, Recovery, Attaching, Execs):
     def _destroy(self, container_id: str) -> None:
         """Everything of a container but its events, gone; the record last."""
         self._clear_run(container_id)
+        self.release_network(container_id)
         directory = self.directory(container_id)
         try:
             remove_bundle(self.store, directory, container_id)
@@ -509,6 +527,7 @@ class Engine(Observing, Recovery, Attaching, Execs):
             raise InvalidArgument("Renaming a container with the same name as its "
                                   "current name")
         self.records.update(container.id, name=new)
+        self.rename_on_networks(container.id, new)
         self._event(container, "rename", oldName=f"/{container.name}",
                     name=new)
 
@@ -517,11 +536,14 @@ class Engine(Observing, Recovery, Attaching, Execs):
     def inspect(self, ref: str, *, size: bool = False) -> dict:
         """``GET /containers/{id}/json``."""
         container = self.resolve(ref)
-        return docker_model.inspect_document(
-            container, self.state(container), directory=str(self.directory(container.id)),
+        state = self.state(container)
+        document = docker_model.inspect_document(
+            container, state, directory=str(self.directory(container.id)),
             exec_ids=self.records.exec_ids(container.id),
             driver=self.store.snapshots.name,
             size=self._size(container) if size else None)
+        document["NetworkSettings"] = self.network_settings(container, state)
+        return document
 
     def _size(self, container: Container) -> tuple[int, int]:
         with contextlib.suppress(image_errors.Error, OSError):
@@ -545,8 +567,11 @@ class Engine(Observing, Recovery, Attaching, Execs):
                 continue
             if not selector.accept(container, state):
                 continue
-            rows.append(docker_model.list_row(
-                container, state, size=self._size(container) if size else None))
+            row = docker_model.list_row(
+                container, state, size=self._size(container) if size else None)
+            row["Ports"] = self.port_rows(container, state)
+            row["NetworkSettings"] = self.network_settings(container, state, short=True)
+            rows.append(row)
             if 0 < limit <= len(rows):
                 break
         return rows

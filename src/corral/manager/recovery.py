@@ -66,6 +66,7 @@ class Recovery:
         if (self.runtime_root / container_id).exists():
             shims.runtime(self.runtime_root, "delete", "--force", container_id,
                           check=False)
+        self.release_network(container_id)
 
     def _remove_orphans(self, known: set[str], live: set[str]) -> list[str]:
         found = set()
@@ -74,10 +75,12 @@ class Recovery:
         with contextlib.suppress(image_errors.Error):
             found |= {s.name for s in self.store.snapshots.walk()
                       if s.kind == "active" and _is_id(s.name)}
+        found |= self.network_leftovers()
         orphans = sorted(found - known - live)
         for container_id in orphans:
             log.warning("removing orphan of container %s", container_id)
             self._clear_run(container_id)
+            self.release_network(container_id)
             directory = self.directory(container_id)
             with contextlib.suppress(image_errors.Error, OSError):
                 remove_bundle(self.store, directory, container_id)

@@ -1,0 +1,669 @@
+"""Containers on networks: the engine's side of ``corral.network``.
+
+What the create body asks of the network (HostConfig.NetworkMode,
+PortBindings, PublishAllPorts with Config.ExposedPorts, Dns*, ExtraHosts,
+Hostname, NetworkingConfig.EndpointsConfig) is checked here as dockerd
+checks it (moby runconfig/hostconfig_unix.go gives the conflicts; the code
+is ours), and kept in the record. At start the container gets its network
+namespace (``<run>/netns/<id>``, lo up), one CNI attachment per network, the
+primary one first as eth0 with the published ports, and its /etc/hosts and
+/etc/resolv.conf; everything is released again on stop, on rm, at the next
+start of a run that ended by itself, by the shim's exit command when no
+daemon watches, and by reconcile after a crash.
+
+The namespace in the OCI spec (runtime spec, "Namespaces": a ``path`` to
+join): the container's own for bridge, user networks and ``none``; none at
+all (the host's) for ``host``; the other container's for ``container:X``.
+
+The network endpoints (``/networks/*``) are methods of the same mixin, so
+the API server and the CLI call them as they call the container ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import logging
+from pathlib import Path
+
+from . import ports
+from .errors import Conflict, Error, InvalidArgument, NotFound
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BRIDGE = "corral0"
+DEFAULT_SUBNET = "10.88.0.0/16"
+PREDEFINED = ("bridge", "host", "none")
+
+
+class Forbidden(Error):
+    """Docker's 403: connecting twice, disconnecting what is not connected."""
+
+    status = 403
+
+
+def _layer():
+    """``corral.network``, imported when first needed (not every engine
+    call pays for it)."""
+    from .. import network
+
+    return network
+
+
+def translate(exc: Exception) -> Error:
+    """A network layer error as the manager's class with the same message."""
+    network = _layer()
+    predefined = getattr(network, "PredefinedNetwork", None)
+    if predefined is not None and isinstance(exc, predefined):
+        return Forbidden(str(exc))
+    for cls, ours in ((network.NetworkNotFound, NotFound),
+                      (network.NetworkConflict, Conflict),
+                      (network.InvalidNetworkArgument, InvalidArgument)):
+        if isinstance(exc, cls):
+            return ours(str(exc))
+    return Error(str(exc))
+
+
+@contextlib.contextmanager
+def _translated():
+    network = _layer()
+    try:
+        yield
+    except network.NetworkError as exc:
+        raise translate(exc) from exc
+
+
+def mode_kind(mode: str) -> str:
+    """``bridge`` (the default network), ``host``, ``none``, ``container``,
+    or ``user`` (a network by name or ID)."""
+    if mode in ("", "default", "bridge"):
+        return "bridge"
+    if mode in ("host", "none"):
+        return mode
+    if mode.startswith("container:"):
+        return "container"
+    return "user"
+
+
+def check_conflicts(config: dict, host: dict) -> None:
+    """dockerd's refusals of options that make no sense with the mode."""
+    kind = mode_kind(host["NetworkMode"])
+    if kind == "container":
+        if not host["NetworkMode"].partition(":")[2]:
+            raise InvalidArgument("Invalid network mode: invalid container format "
+                                  "container:<name|id>")
+        for given, message in (
+                (config["Hostname"], "hostname and the network mode"),
+                (host["Dns"], "dns and the network mode"),
+                (host["ExtraHosts"], "custom host-to-IP mapping and the network mode"),
+                (host["PortBindings"] or host["PublishAllPorts"],
+                 "port publishing and the container type network mode"),
+                (config["ExposedPorts"], "port exposing and the container type network "
+                                         "mode")):
+            if given:
+                raise InvalidArgument(f"conflicting options: {message}")
+    if kind in ("container", "host") and config["MacAddress"]:
+        raise InvalidArgument("conflicting options: mac-address and the network mode")
+    for entry in host["ExtraHosts"] or []:
+        check_extra_host(entry)
+    for server in host["Dns"] or []:
+        _address(server, f"invalid IP address: {server}")
+
+
+def check_extra_host(entry: str) -> tuple[str, str]:
+    """``name:ip`` (or ``name:host-gateway``) as its two parts."""
+    name, sep, address = entry.partition(":")
+    if not sep or not name:
+        raise InvalidArgument(f"bad format for add-host: \"{entry}\"")
+    if address != "host-gateway":
+        _address(address, f"invalid IP address in add-host: \"{address}\"")
+    return name, address
+
+
+def _address(text: str, message: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise InvalidArgument(message) from None
+
+
+def subnet_of(text: str) -> str:
+    """``--bip``'s gateway/prefix (or a subnet) as the subnet it lies in."""
+    try:
+        return str(ipaddress.ip_interface(text).network)
+    except ValueError:
+        raise InvalidArgument(f"invalid --bip '{text}': not an address/prefix") from None
+
+
+def endpoint_id(network_id: str, container_id: str) -> str:
+    """A stable 64-hex endpoint ID for one attachment (Docker shows one)."""
+    return hashlib.sha256(f"{network_id}/{container_id}".encode()).hexdigest()
+
+
+class Networking:
+    """Mixin of Engine: the container's network from create to removal, and
+    the network endpoints. Needs ``root``, ``run``, ``records``, ``resolve``,
+    ``state``, ``_locked``, ``directory`` of the engine."""
+
+    default_bridge = DEFAULT_BRIDGE
+    default_subnet = DEFAULT_SUBNET
+    _networks = None
+
+    @property
+    def networks(self):
+        """The ``corral.network.Networks`` of this root (made on first use)."""
+        if self._networks is None:
+            self._networks = _layer().Networks(
+                self.root, self.run, default_bridge=self.default_bridge,
+                default_subnet=self.default_subnet)
+        return self._networks
+
+    def close_networks(self) -> None:
+        if self._networks is not None:
+            self._networks.close()
+            self._networks = None
+
+    def network_flags(self) -> list[str]:
+        """The flags that make another process's engine see the same default
+        network (the shim's exit command passes them on)."""
+        return ["--bridge", self.default_bridge, "--bip", self.default_subnet]
+
+    def _network(self, ref: str):
+        with _translated():
+            return self.networks.get(ref)
+
+    # Create --------------------------------------------------------------------
+
+    def check_networking(self, request) -> None:
+        """Check what the create body asks of the network, before anything is
+        made; normalizes HostConfig.PortBindings and EndpointsConfig."""
+        config, host = request.config, request.host_config
+        check_conflicts(config, host)
+        host["PortBindings"] = ports.normalize_bindings(host["PortBindings"])
+        config["ExposedPorts"] = ports.normalize_exposed(config["ExposedPorts"])
+        kind = mode_kind(host["NetworkMode"])
+        if kind == "container":
+            self.resolve(host["NetworkMode"].partition(":")[2])
+            request.networking_config = {}
+            return
+        endpoints = (request.networking_config or {}).get("EndpointsConfig") or {}
+        if not isinstance(endpoints, dict):
+            raise InvalidArgument("NetworkingConfig.EndpointsConfig: must be an object")
+        primary = "bridge" if kind == "bridge" else host["NetworkMode"]
+        if kind == "bridge":
+            # The docker CLI keys the default network's endpoint "default".
+            endpoints = {("bridge" if k in ("default", "bridge") else k): v
+                         for k, v in endpoints.items()}
+        checked = {}
+        for ref in [primary, *(k for k in endpoints if k != primary)]:
+            given = endpoints.get(ref) or {}
+            if kind in ("host", "none") and ref != primary:
+                raise InvalidArgument("Container cannot be connected to network "
+                                      "endpoints")
+            network = self._network(ref)
+            checked[network.name] = self._endpoint_config(network, given)
+        request.networking_config = {"EndpointsConfig": checked}
+
+    def _endpoint_config(self, network, given: dict) -> dict:
+        if not isinstance(given, dict):
+            raise InvalidArgument("EndpointsConfig: each network needs an object")
+        aliases = list(given.get("Aliases") or [])
+        ipam = given.get("IPAMConfig") or {}
+        ip = (ipam.get("IPv4Address") or "") if isinstance(ipam, dict) else ""
+        user_defined = network.name not in PREDEFINED
+        if ip:
+            _address(ip, f"invalid IPv4 address: {ip}")
+            if not user_defined:
+                raise InvalidArgument("user specified IP address is supported on user "
+                                      "defined networks only")
+            if not network.subnet or ipaddress.ip_address(ip) not in \
+                    ipaddress.ip_network(network.subnet, strict=False):
+                raise InvalidArgument(f"no configured subnet or ip-range contain the IP "
+                                      f"address {ip}")
+        if aliases and not user_defined:
+            raise InvalidArgument("network-scoped alias is supported only for "
+                                  "containers in user defined networks")
+        return {"IPAMConfig": {"IPv4Address": ip} if ip else None,
+                "Aliases": aliases or None, "NetworkID": network.id}
+
+    def network_namespace(self, spec: dict, request, container_id: str) -> None:
+        """Point the spec's network namespace where the mode says."""
+        host = request.host_config
+        kind = mode_kind(host["NetworkMode"])
+        path = None
+        if kind == "container":
+            other = self.resolve(host["NetworkMode"].partition(":")[2])
+            if mode_kind(other.host_config["NetworkMode"]) != "host":
+                path = str(self.netns_path(other.id))
+        elif kind != "host":
+            path = str(self.netns_path(container_id))
+        namespaces = [ns for ns in spec["linux"]["namespaces"] if ns["type"] != "network"]
+        if path:
+            namespaces.append({"type": "network", "path": path})
+        spec["linux"]["namespaces"] = namespaces
+
+    def netns_path(self, container_id: str) -> Path:
+        return self.run / "netns" / container_id
+
+    def needs_network_cleanup(self, container) -> bool:
+        """Whether the container has a network of its own to release."""
+        return mode_kind(container.host_config["NetworkMode"]) not in ("host",
+                                                                       "container")
+
+    # Start and release -----------------------------------------------------------
+
+    def network_up(self, container) -> None:
+        """Before the shim starts: the namespace, the attachments, the files.
+        On failure nothing is left."""
+        kind = mode_kind(container.host_config["NetworkMode"])
+        if kind == "container":
+            self._join_other(container)
+            return
+        if kind == "host":
+            return
+        try:
+            with _translated():
+                netns = self.networks.create_netns(container.id)
+                attachments = [] if kind == "none" else self._attach_all(container,
+                                                                         netns)
+            self._write_network_files(container, attachments)
+        except BaseException:
+            self.release_network(container.id)
+            raise
+
+    def _attach_all(self, container, netns: Path) -> list:
+        endpoints = _endpoints(container)
+        bindings = ports.mappings(container.host_config, container.config)
+        attachments = []
+        for index, (name, endpoint) in enumerate(endpoints.items()):
+            ip = (endpoint.get("IPAMConfig") or {}).get("IPv4Address") or None
+            attachments.append(self.networks.attach(
+                endpoint.get("NetworkID") or name, container.id, netns,
+                name=container.name, ifname=f"eth{index}",
+                aliases=tuple(endpoint.get("Aliases") or ()), ip=ip,
+                ports=bindings if index == 0 else ()))
+        return attachments
+
+    def _join_other(self, container) -> None:
+        other = self.resolve(container.host_config["NetworkMode"].partition(":")[2])
+        if not self.state(other).running:
+            raise Conflict(f"cannot join network of a non running container: {other.id}")
+        for name in ("hosts", "resolv.conf"):
+            with contextlib.suppress(OSError):
+                text = (self.directory(other.id) / name).read_text()
+                (self.directory(container.id) / name).write_text(text)
+
+    def release_network(self, container_id: str) -> None:
+        """Detach from every network and remove the namespace; idempotent, and
+        the caller holds the container's lock."""
+        with _translated():
+            for attachment in self.networks.attachments(container_id=container_id):
+                try:
+                    self.networks.detach(attachment.network.id, container_id)
+                except _layer().NetworkError as exc:
+                    log.warning("detach container %s: %s", container_id, exc)
+            self.networks.remove_netns(container_id)
+
+    def rename_on_networks(self, container_id: str, name: str) -> None:
+        """The new name is what the resolver answers for."""
+        with _translated():
+            self.networks.rename(container_id, name)
+
+    def network_leftovers(self) -> set[str]:
+        """IDs that have a namespace or an attachment (reconcile compares
+        them with the records)."""
+        found = set()
+        with contextlib.suppress(OSError):
+            found |= {p.name for p in (self.run / "netns").iterdir()}
+        with contextlib.suppress(_layer().NetworkError):
+            found |= {a.container_id for a in self.networks.attachments()}
+        return found
+
+    def release_if_stopped(self, container_id: str) -> None:
+        """Under the lock: release the network of a container not running
+        (a stop, a run that ended by itself)."""
+        with self._locked(container_id):
+            try:
+                container = self.records.get(container_id)
+            except NotFound:
+                return
+            if not self.state(container).running:
+                self.release_network(container_id)
+
+    def _write_network_files(self, container, attachments: list) -> None:
+        directory = self.directory(container.id)
+        host, config = container.host_config, container.config
+        hostname = config["Hostname"]
+        domain = config.get("Domainname") or ""
+        full = f"{hostname}.{domain} {hostname}" if domain else hostname
+        own = f"{attachments[0].ip}\t{full}\n" if attachments else f"127.0.1.1\t{full}\n"
+        (directory / "hosts").write_text(hosts_file(self._extra_hosts(host), own))
+        resolver = None
+        if attachments:
+            with _translated():
+                resolver = self.networks.resolver(attachments[0].network.id)
+        (directory / "resolv.conf").write_text(resolv_conf(host, resolver))
+
+    def _extra_hosts(self, host: dict) -> list[tuple[str, str]]:
+        pairs = []
+        for entry in host["ExtraHosts"] or []:
+            name, address = check_extra_host(entry)
+            if address == "host-gateway":
+                address = self._network("bridge").gateway
+            pairs.append((name, address))
+        return pairs
+
+    # Documents ------------------------------------------------------------------
+
+    def _attachments(self, container_id: str) -> list:
+        with contextlib.suppress(_layer().NetworkError):
+            return list(self.networks.attachments(container_id=container_id))
+        return []
+
+    def network_settings(self, container, state, *, short: bool = False) -> dict:
+        """inspect's NetworkSettings (``short``: ps's, Networks only)."""
+        host = container.host_config
+        kind = mode_kind(host["NetworkMode"])
+        attached = {a.network.name: a
+                    for a in (self._attachments(container.id) if state.running else [])}
+        networks = {}
+        if kind in ("host", "none"):
+            networks[kind] = self._endpoint_document(container, kind, {}, None)
+        elif kind != "container":
+            endpoints = _endpoints(container)
+            for name, endpoint in endpoints.items():
+                networks[name] = self._endpoint_document(container, name, endpoint,
+                                                         attached.get(name))
+        if short:
+            return {"Networks": networks}
+        primary = attached.get("bridge") if kind == "bridge" else None
+        top = networks.get("bridge", {}) if primary else {}
+        return {"Bridge": "", "SandboxID": endpoint_id("sandbox", container.id)
+                if state.running else "",
+                "HairpinMode": False, "LinkLocalIPv6Address": "",
+                "LinkLocalIPv6PrefixLen": 0,
+                "Ports": ports.published(container, attached, state.running),
+                "SandboxKey": str(self.netns_path(container.id))
+                if state.running and kind not in ("host", "container") else "",
+                "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None,
+                "EndpointID": top.get("EndpointID", ""),
+                "Gateway": top.get("Gateway", ""), "GlobalIPv6Address": "",
+                "GlobalIPv6PrefixLen": 0, "IPAddress": top.get("IPAddress", ""),
+                "IPPrefixLen": top.get("IPPrefixLen", 0), "IPv6Gateway": "",
+                "MacAddress": top.get("MacAddress", ""), "Networks": networks}
+
+    def _endpoint_document(self, container, name: str, endpoint: dict,
+                           attachment) -> dict:
+        network_id = endpoint.get("NetworkID") or ""
+        if not network_id:
+            with contextlib.suppress(Error):
+                network_id = self._network(name).id
+        aliases = endpoint.get("Aliases")
+        dns_names = None
+        if name not in PREDEFINED:
+            dns_names = [container.name, *(aliases or []), container.id[:12]]
+        return {"IPAMConfig": endpoint.get("IPAMConfig"), "Links": None,
+                "Aliases": aliases, "MacAddress": attachment.mac if attachment else "",
+                "NetworkID": network_id,
+                "EndpointID": endpoint_id(network_id, container.id) if attachment else "",
+                "Gateway": attachment.gateway if attachment else "",
+                "IPAddress": attachment.ip if attachment else "",
+                "IPPrefixLen": attachment.prefix_len if attachment else 0,
+                "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+                "DriverOpts": None, "DNSNames": dns_names}
+
+    def port_rows(self, container, state) -> list[dict]:
+        """ps's ``Ports``: published ports, and exposed ones without."""
+        attached = self._attachments(container.id) if state.running else []
+        return ports.list_rows(container, attached)
+
+    # Connect and disconnect ---------------------------------------------------
+
+    def network_connect(self, ref: str, body: dict) -> None:
+        """``POST /networks/{id}/connect``: ``{"Container", "EndpointConfig"}``;
+        a running container is attached at once, a stopped one at its start."""
+        network = self._network(ref)
+        container = self.resolve(_container_ref(body))
+        kind = mode_kind(container.host_config["NetworkMode"])
+        if kind in ("host", "container") or network.name == "host":
+            raise InvalidArgument("container sharing network namespace with another "
+                                  "container or host cannot be connected to any other "
+                                  "network")
+        if kind == "none" or network.name == "none":
+            raise InvalidArgument("container cannot be connected to multiple networks "
+                                  "with one of the networks in private (none) mode")
+        with self._locked(container.id):
+            container = self.records.get(container.id)
+            endpoints = dict(_endpoints(container))
+            if network.name in endpoints:
+                raise Forbidden(f"endpoint with name {container.name} already exists in "
+                                f"network {network.name}")
+            endpoint = self._endpoint_config(network, body.get("EndpointConfig") or {})
+            if self.state(container).running:
+                self._attach_running(container, network, endpoint)
+            endpoints[network.name] = endpoint
+            self._save_endpoints(container, endpoints)
+
+    def _attach_running(self, container, network, endpoint: dict) -> None:
+        used = {a.ifname for a in self._attachments(container.id)}
+        ifname = next(f"eth{n}" for n in range(len(used) + 1) if f"eth{n}" not in used)
+        ip = (endpoint.get("IPAMConfig") or {}).get("IPv4Address") or None
+        with _translated():
+            self.networks.attach(network.id, container.id, self.netns_path(container.id),
+                                 name=container.name, ifname=ifname,
+                                 aliases=tuple(endpoint.get("Aliases") or ()), ip=ip)
+
+    def network_disconnect(self, ref: str, body: dict) -> None:
+        """``POST /networks/{id}/disconnect``: ``{"Container", "Force"}``."""
+        network = self._network(ref)
+        try:
+            container = self.resolve(_container_ref(body))
+        except NotFound:
+            if body.get("Force"):
+                with _translated():
+                    self.networks.detach(network.id, _container_ref(body))
+                return
+            raise
+        if network.name in ("host", "none"):
+            raise InvalidArgument("container cannot be disconnected from host network "
+                                  "or connected to host network")
+        with self._locked(container.id):
+            container = self.records.get(container.id)
+            endpoints = dict(_endpoints(container))
+            if network.name not in endpoints and not body.get("Force"):
+                raise Forbidden(f"container {container.id} is not connected to network "
+                                f"{network.name}")
+            endpoints.pop(network.name, None)
+            with _translated():
+                self.networks.detach(network.id, container.id)
+            self._save_endpoints(container, endpoints)
+
+    def _save_endpoints(self, container, endpoints: dict) -> None:
+        networking = dict(container.document.get("networking_config") or {},
+                          EndpointsConfig=endpoints)
+        self.records.update(container.id, document=dict(container.document,
+                                                        networking_config=networking))
+
+    # The network endpoints ------------------------------------------------------
+
+    def network_list(self, *, filters: dict | None = None) -> list[dict]:
+        """``GET /networks``."""
+        with _translated():
+            found = self.networks.list()
+        wanted = [n for n in found if _network_matches(n, filters or {})]
+        return [self.network_document(n, containers=False) for n in wanted]
+
+    def network_inspect(self, ref: str) -> dict:
+        """``GET /networks/{id}``."""
+        return self.network_document(self._network(ref))
+
+    def network_document(self, network, *, containers: bool = True) -> dict:
+        """A network as Docker's ``/networks`` documents show it."""
+        attached = {}
+        if containers:
+            with _translated():
+                for a in self.networks.attachments(network=network.id):
+                    attached[a.container_id] = {
+                        "Name": a.name, "EndpointID": endpoint_id(network.id,
+                                                                  a.container_id),
+                        "MacAddress": a.mac, "IPv4Address": f"{a.ip}/{a.prefix_len}",
+                        "IPv6Address": ""}
+        config = {}
+        for key, value in (("Subnet", network.subnet), ("IPRange", network.ip_range),
+                           ("Gateway", network.gateway)):
+            if value:
+                config[key] = str(value)
+        created = network.created
+        return {"Name": network.name, "Id": network.id,
+                "Created": created if isinstance(created, str)
+                else _format_time(created),
+                "Scope": "local", "Driver": network.driver, "EnableIPv6": False,
+                "IPAM": {"Driver": "default", "Options": None,
+                         "Config": [config] if config else []},
+                "Internal": bool(network.internal), "Attachable": False,
+                "Ingress": False, "ConfigFrom": {"Network": ""}, "ConfigOnly": False,
+                "Containers": attached, "Options": dict(network.options or {}),
+                "Labels": dict(network.labels or {})}
+
+    def network_create(self, body: dict) -> dict:
+        """``POST /networks/create``: ``{"Id", "Warning"}``."""
+        request = _create_request(body)
+        with _translated():
+            network = self.networks.create(request.pop("name"), **request)
+        return {"Id": network.id, "Warning": ""}
+
+    def network_remove(self, ref: str) -> None:
+        """``DELETE /networks/{id}``."""
+        network = self._network(ref)
+        if network.name in PREDEFINED:
+            raise Forbidden(f"{network.name} is a pre-defined network and cannot be "
+                            f"removed")
+        with _translated():
+            self.networks.remove(network.id)
+
+    def network_prune(self, filters: dict | None = None) -> dict:
+        """``POST /networks/prune``: the user networks no container is on."""
+        if not filters:
+            with _translated():
+                deleted = list(self.networks.prune())
+            return {"NetworksDeleted": deleted or None}
+        deleted = []
+        for network in self.networks.list():
+            if network.name in PREDEFINED or not _network_matches(network, filters):
+                continue
+            with contextlib.suppress(Error):
+                with _translated():
+                    if not list(self.networks.attachments(network=network.id)):
+                        self.networks.remove(network.id)
+                        deleted.append(network.name)
+        return {"NetworksDeleted": deleted or None}
+
+
+def _endpoints(container) -> dict:
+    """The networks the container is on, in order (records made before
+    networking had none: the default bridge)."""
+    networking = container.document.get("networking_config") or {}
+    endpoints = networking.get("EndpointsConfig")
+    if endpoints is None:
+        mode = mode_kind(container.host_config["NetworkMode"])
+        return {"bridge": {}} if mode == "bridge" else {}
+    return endpoints
+
+
+def _container_ref(body: dict) -> str:
+    ref = body.get("Container") if isinstance(body, dict) else None
+    if not isinstance(ref, str) or not ref:
+        raise InvalidArgument("request body: Container: a container name or ID is "
+                              "needed")
+    return ref
+
+
+def _format_time(when: float) -> str:
+    from .docker_model import format_time
+
+    return format_time(float(when or 0))
+
+
+def _create_request(body: dict) -> dict:
+    """``POST /networks/create``'s body as ``Networks.create`` arguments."""
+    name = body.get("Name")
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidArgument("network name must not be empty")
+    if body.get("EnableIPv6"):
+        raise InvalidArgument("EnableIPv6: IPv6 networks are not supported by corral yet")
+    ipam = body.get("IPAM") or {}
+    configs = ipam.get("Config") or [] if isinstance(ipam, dict) else None
+    if not isinstance(configs, list) or len(configs) > 1:
+        raise InvalidArgument("IPAM.Config: one IPv4 pool at most is supported")
+    pool = configs[0] if configs else {}
+    for key in ("Labels", "Options"):
+        value = body.get(key)
+        if value is not None and not isinstance(value, dict):
+            raise InvalidArgument(f"{key}: must be an object of strings")
+    return {"name": name, "driver": body.get("Driver") or "bridge",
+            "subnet": pool.get("Subnet") or None, "gateway": pool.get("Gateway") or None,
+            "ip_range": pool.get("IPRange") or None,
+            "internal": bool(body.get("Internal")), "labels": body.get("Labels") or None,
+            "options": body.get("Options") or None}
+
+
+def _network_matches(network, filters: dict) -> bool:
+    """Docker's network filters: name (substring), id (prefix), driver,
+    label (key or key=value), type (custom or builtin)."""
+    tests = {
+        "name": lambda v: v in network.name,
+        "id": lambda v: network.id.startswith(v),
+        "driver": lambda v: network.driver == v,
+        "type": lambda v: (network.name in PREDEFINED) == (v == "builtin"),
+        "label": lambda v: _label_matches(network.labels or {}, v),
+    }
+    for key, values in filters.items():
+        if key not in tests:
+            raise InvalidArgument(f"invalid filter '{key}'")
+        if values and not any(tests[key](v) for v in values):
+            return False
+    return True
+
+
+def _label_matches(labels: dict, wanted: str) -> bool:
+    key, sep, value = wanted.partition("=")
+    return key in labels and (not sep or labels[key] == value)
+
+
+def hosts_file(extra: list[tuple[str, str]], own: str) -> str:
+    """/etc/hosts as Docker writes it: localhost, ExtraHosts, the container."""
+    lines = "".join(f"{address}\t{name}\n" for name, address in extra)
+    return ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
+            f"ff02::2\tip6-allrouters\n{lines}{own}")
+
+
+def resolv_conf(host: dict, resolver: str | None) -> str:
+    """resolv.conf: on a user network our resolver first (then any Dns
+    given), else the host's servers or Dns; DnsSearch, DnsOptions."""
+    from .engine import _resolv_conf
+
+    if resolver is None:
+        return _resolv_conf(host)
+    lines = [f"nameserver {resolver}",
+             *(f"nameserver {server}" for server in host["Dns"] or [])]
+    search = host["DnsSearch"] or _host_words("search")
+    if search:
+        lines.append(f"search {' '.join(search)}")
+    if host["DnsOptions"]:
+        lines.append(f"options {' '.join(host['DnsOptions'])}")
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _host_words(key: str) -> list[str]:
+    with contextlib.suppress(OSError):
+        for line in Path("/etc/resolv.conf").read_text().splitlines():
+            words = line.split()
+            if words and words[0] == key:
+                return words[1:]
+    return []
+
+
+__all__ = ["Networking", "Forbidden", "check_conflicts", "mode_kind", "hosts_file",
+           "resolv_conf"]
