@@ -16,8 +16,6 @@ from collections.abc import Iterator
 
 import httpx
 
-from .volume import RemoteVolumes
-
 API_VERSION = "1.43"
 
 
@@ -27,7 +25,7 @@ def _errors():
     return errors
 
 
-class Remote(RemoteVolumes):
+class Remote:
     def __init__(self, host: str) -> None:
         if not host.startswith("unix://"):
             raise SystemExit(f"corral: -H '{host}': only unix:// sockets are supported")
