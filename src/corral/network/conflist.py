@@ -6,8 +6,11 @@ on DEL. Ours, for every bridge network:
 
 - ``bridge``: the Linux bridge and a veth per container; ``isGateway`` puts
   the gateway address on the bridge (where our resolver listens),
-  ``ipMasq`` NATs traffic leaving the subnet unless the network is internal,
-  ``hairpinMode`` lets a container reach itself through a published port;
+  ``hairpinMode`` lets a container reach itself through a published port.
+  Not ``ipMasq``: in 1.1.1 its DEL finds the addresses to un-NAT in the
+  container's namespace, so a DEL after the namespace is gone (crash
+  recovery) leaves the container's NAT chain behind. Outbound NAT is one
+  rule per network instead, as Docker's (`firewall.py`);
 - its IPAM, ``host-local``, leasing from the subnet (``rangeStart`` and
   ``rangeEnd`` from ip_range) into a ``dataDir`` under our root, with a
   default route unless the network is internal; it accepts the ``ips``
@@ -72,7 +75,7 @@ def _bridge(network: Network, ipam_dir: str) -> dict:
     if not network.internal:
         ipam["routes"] = [{"dst": "0.0.0.0/0"}]
     bridge = {"type": "bridge", "bridge": network.bridge, "isGateway": True,
-              "ipMasq": masquerade(network), "hairpinMode": True,
+              "ipMasq": False, "hairpinMode": True,
               "capabilities": {"ips": True}, "ipam": ipam}
     if OPT_MTU in network.options:
         bridge["mtu"] = int(network.options[OPT_MTU])

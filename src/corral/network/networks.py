@@ -104,7 +104,7 @@ class Networks:
                                         labels or {}, options)
             self.store.insert_network(network)
             try:
-                firewall.isolate(network.bridge, network.internal)
+                firewall.add_network(network)
             except NetworkError:
                 self.store.delete_network(network.id)
                 raise
@@ -275,7 +275,7 @@ class Networks:
 
     def _teardown(self, network: Network) -> None:
         self.resolvers.stop(network)
-        firewall.release(network.bridge, network.internal)
+        firewall.remove_network(network)
         subprocess.run(["ip", "link", "del", network.bridge], capture_output=True)
         shutil.rmtree(self.ipam_dir / network.name, ignore_errors=True)
         self.store.delete_network(network.id)
@@ -377,4 +377,4 @@ def _first_use(network: Network) -> None:
         Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
     except OSError as exc:
         raise NetworkError(f"enable ip_forward: {exc.strerror}") from exc
-    firewall.isolate(network.bridge, network.internal)
+    firewall.add_network(network)

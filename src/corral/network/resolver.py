@@ -90,12 +90,15 @@ class Resolver:
                  upstreams: list[str]) -> None:
         self.names = names
         self.subnet = ipaddress.IPv4Network(subnet)
+        # The gateway is the host's own address there, not a container's.
+        self.listen = ipaddress.IPv4Address(listen)
         self.upstreams = [u for u in upstreams if u != listen][:MAX_UPSTREAMS]
 
     def allowed(self, client: str) -> bool:
         """True for a client on the network's subnet."""
         with contextlib.suppress(ValueError):
-            return ipaddress.ip_address(client) in self.subnet
+            address = ipaddress.ip_address(client)
+            return address in self.subnet and address != self.listen
         return False
 
     async def answer(self, wire: bytes) -> bytes | None:
