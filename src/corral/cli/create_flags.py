@@ -48,6 +48,9 @@ def add_create_flags(parser: argparse.ArgumentParser) -> None:
     add("--stop-timeout", type=int, help="seconds to wait before killing")
     add("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]")
     add("--tmpfs", action="append", default=[], metavar="PATH[:OPTIONS]")
+    from .volume import add_volume_flags
+
+    add_volume_flags(parser)
     add("-m", "--memory", help="memory limit (e.g. 512m)")
     add("--memory-swap", help="memory plus swap limit; -1 for unlimited swap")
     add("--cpus", type=float, help="number of CPUs")
@@ -89,6 +92,9 @@ def create_body(args: argparse.Namespace, *, attach: bool) -> dict:
         if value is not None:
             config[key] = value
     config["HostConfig"] = host_config(args)
+    from .volume import volume_body
+
+    volume_body(args, config)
     from .network import PublishError, network_body
 
     try:

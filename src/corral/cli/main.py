@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import containers, images, network
+from . import containers, images, network, volume
 
 DEFAULT_ROOT = Path(os.environ.get("CORRAL_ROOT", "/var/lib/corral"))
 DEFAULT_RUN = Path(os.environ.get("CORRAL_RUN", "/run/corral"))
@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
     images.register(commands)
     containers.register(commands)
+    volume.register(commands)
     network.register(commands)
     return parser
 

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 
 import httpx
 
+from .volume import RemoteVolumes
+
 API_VERSION = "1.43"
 
 
@@ -25,7 +27,7 @@ def _errors():
     return errors
 
 
-class Remote:
+class Remote(RemoteVolumes):
     def __init__(self, host: str) -> None:
         if not host.startswith("unix://"):
             raise SystemExit(f"corral: -H '{host}': only unix:// sockets are supported")

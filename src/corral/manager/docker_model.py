@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from .errors import InvalidArgument
+from .volumes_model import inspect_mounts
 
 # Kinds of field: Go type as Docker declares it, and what JSON it takes.
 S, B, N, NI, NB = "string", "bool", "int64", "*int64", "*bool"
@@ -58,15 +59,15 @@ HOST_CONFIG_FIELDS = {
 }
 
 # Known options the engine does not implement yet: refused unless zero.
-# TODO: volumes, links and devices come with the volume layer and later;
-# until then `docker run -v NAME:/x/--link/--device` fails with 400.
+# TODO: links and devices come later; until then `docker run --link/--device`
+# fails with 400 (VolumeDriver: only the local driver exists).
 UNSUPPORTED = (
-    "ContainerIDFile", "VolumeDriver", "VolumesFrom", "Links", "StorageOpt", "UsernsMode", "CgroupParent", "BlkioWeight",
+    "ContainerIDFile", "VolumeDriver", "Links", "StorageOpt", "UsernsMode", "CgroupParent", "BlkioWeight",
     "BlkioWeightDevice", "BlkioDeviceReadBps", "BlkioDeviceWriteBps",
     "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps", "CpuRealtimePeriod",
     "CpuRealtimeRuntime", "Devices", "DeviceCgroupRules", "DeviceRequests",
     "KernelMemory", "KernelMemoryTCP", "CpuCount", "CpuPercent", "IOMaximumIOps",
-    "IOMaximumBandwidth", "Mounts", "Cgroup",
+    "IOMaximumBandwidth", "Cgroup",
 )
 
 _CHOICES = {
@@ -424,7 +425,7 @@ def inspect_document(container, state: State, *, directory: str, exec_ids: list[
         "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "",
         "ExecIDs": exec_ids or None, "HostConfig": container.host_config,
         "GraphDriver": {"Name": driver, "Data": None},
-        "Mounts": _mounts(container.host_config),
+        "Mounts": inspect_mounts(document),
         "Config": container.config,
         "NetworkSettings": _network_settings(container.host_config),
     }
@@ -448,22 +449,11 @@ def list_row(container, state: State, *, size: tuple[int, int] | None = None,
         "HostConfig": {"NetworkMode": mode},
         "NetworkSettings": {"Networks": _network_settings(container.host_config)
                             ["Networks"]},
-        "Mounts": _mounts(container.host_config),
+        "Mounts": inspect_mounts(document),
     }
     if size is not None:
         row["SizeRw"], row["SizeRootFs"] = size
     return row
-
-
-def _mounts(host: dict) -> list[dict]:
-    mounts = []
-    for bind in host.get("Binds") or []:
-        parts = bind.split(":")
-        mode = parts[2] if len(parts) > 2 else ""
-        mounts.append({"Type": "bind", "Source": parts[0], "Destination": parts[1],
-                       "Mode": mode, "RW": "ro" not in mode.split(","),
-                       "Propagation": "rprivate"})
-    return mounts
 
 
 def _network_settings(host: dict) -> dict:

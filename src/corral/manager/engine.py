@@ -49,6 +49,7 @@ from .networking import Networking
 from .observe import Observing
 from .records import Container, Records
 from .recovery import Recovery
+from .volumes import VolumeOps
 
 DEFAULT_ROOT = Path("/var/lib/corral")
 DEFAULT_RUN = Path("/run/corral")
@@ -56,7 +57,7 @@ DEFAULT_STOP_TIMEOUT = 10
 _POLL = 0.02
 
 
-class Engine(Observing, Recovery, Attaching, Execs, Networking):
+class Engine(Observing, Recovery, Attaching, Execs, Networking, VolumeOps):
     """The containers of one root (``/var/lib/corral``) and run directory;
     ``default_bridge`` and ``default_subnet`` make its default network."""
 
@@ -88,6 +89,7 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking):
         self.records.close()
         self.store.close()
         self.close_networks()
+        self.close_volumes()
 
     # Paths and locks ---------------------------------------------------------
 
@@ -180,9 +182,12 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking):
             raise InvalidArgument(f"create container '{container_id}': {exc}") from exc
         except image_errors.Error as exc:
             raise InvalidArgument(f"create container '{container_id}': {exc}") from exc
+        image_config = self.store.config(image).config
+        mounts = self._container_mounts(container_id, request.host_config,
+                                        config["Volumes"], image_config.get("Volumes"),
+                                        directory, spec)
         self._write_files(directory, hostname, config, request.host_config)
         _write_json(directory / "config.json", spec)
-        image_config = self.store.config(image).config
         stop_signal = config["StopSignal"] or image_config.get("StopSignal") or ""
         specs.parse_signal(stop_signal)
         args = spec["process"]["args"]
@@ -194,7 +199,7 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking):
         return {"config": merged, "host_config": request.host_config,
                 "networking_config": request.networking_config,
                 "path": args[0], "args": args[1:], "stop_signal": stop_signal,
-                "stopped": False}
+                "stopped": False, "mounts": mounts}
 
     def _write_files(self, directory: Path, hostname: str, config: dict,
                      host: dict) -> None:
@@ -216,6 +221,7 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking):
             remove_bundle(self.store, directory, container_id)
         shutil.rmtree(directory, ignore_errors=True)
         (self.run / "locks" / container_id).unlink(missing_ok=True)
+        self._release_mounts(container_id, undo=True)
         self.records.delete(container_id)
 
     # State -------------------------------------------------------------------
@@ -485,7 +491,7 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking):
             self.records.update(container.id, mark="removing", last_state=state.__dict__)
             if state.running:
                 self._kill_for_removal(container)
-            self._destroy(container.id)
+            self._destroy(container.id, volumes=volumes)
         self._event(container, "destroy")
 
     def _kill_for_removal(self, container: Container) -> None:
@@ -495,7 +501,7 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking):
             protocol.request(self._socket(container.id),
                              {"op": "stop", "signal": 9, "timeout": 0}, 30)
 
-    def _destroy(self, container_id: str) -> None:
+    def _destroy(self, container_id: str, *, volumes: bool = False) -> None:
         """Everything of a container but its events, gone; the record last."""
         self._clear_run(container_id)
         self.release_network(container_id)
@@ -506,6 +512,7 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking):
             raise Error(f"remove container '{container_id}': {exc}") from exc
         shutil.rmtree(directory, ignore_errors=True)
         (self.run / "locks" / container_id).unlink(missing_ok=True)
+        self._release_mounts(container_id, anonymous=volumes)
         self.records.delete(container_id)
 
     def remove_if_auto(self, ref: str) -> bool:
@@ -517,7 +524,7 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking):
         if not container.host_config["AutoRemove"] or self.state(container).running:
             return False
         with contextlib.suppress(NotFound):
-            self.remove(container.id)
+            self.remove(container.id, volumes=True)  # --rm takes anonymous volumes
         return True
 
     def rename(self, ref: str, name: str) -> None:

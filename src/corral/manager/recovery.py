@@ -58,6 +58,7 @@ class Recovery:
                 elif current.id not in live and not self.state(current).running:
                     self._drop_dead_run(current.id)
         known = {c.id for c in self.records.all()}
+        self.volumes.forget_users(known)  # uses of containers gone in a crash
         done["orphans"] = self._remove_orphans(known, live)
         return done
 

@@ -12,10 +12,13 @@ what the create body asks on top, as Docker's daemon builds it
 - security: Docker's default capabilities and seccomp profile, CapAdd and
   CapDrop (``ALL`` included), Privileged, SecurityOpt ``seccomp=unconfined``
   or a profile file, ``no-new-privileges``; masked and read-only paths;
-- ReadonlyRootfs, Tmpfs, Binds (host paths), ShmSize, Ulimits, Sysctls,
+- ReadonlyRootfs, Tmpfs, ShmSize, Ulimits, Sysctls,
   GroupAdd, the namespace modes (host pid/uts/ipc/network, cgroupns);
 - Init: our static reaping init bound at /sbin/docker-init as PID 1, with
   the command after ``--``, as Docker does with tini.
+
+Binds, Mounts, volumes and VolumesFrom are volumes.py's: the engine adds
+their mounts to the spec this module builds.
 """
 
 from __future__ import annotations
@@ -252,8 +255,6 @@ def _mounts(spec: dict, host: dict, directory: Path) -> None:
                        "source": str(directory / name), "options": ["rbind", "rprivate"]})
     for destination, options in sorted((host["Tmpfs"] or {}).items()):
         mounts.append(_tmpfs(destination, options))
-    for bind in host["Binds"] or []:
-        mounts.append(_bind(bind))
     spec["mounts"] = mounts
 
 
@@ -266,26 +267,6 @@ def _tmpfs(destination: str, options: str) -> dict:
             if o not in given and o.removeprefix("no") not in given]
     return {"destination": destination, "type": "tmpfs", "source": "tmpfs",
             "options": base + given}
-
-
-def _bind(text: str) -> dict:
-    parts = text.split(":")
-    if len(parts) not in (2, 3):
-        raise InvalidArgument(f"invalid volume specification: '{text}'")
-    source, destination = parts[0], parts[1]
-    mode = parts[2].split(",") if len(parts) == 3 else []
-    if not source.startswith("/"):
-        # TODO: named volumes come with the volume layer; `-v name:/dst` fails.
-        raise InvalidArgument(f"invalid volume specification: '{text}': named volumes "
-                              f"are not supported by corral yet")
-    if not destination.startswith("/"):
-        raise InvalidArgument(f"invalid volume specification: '{text}': mount path "
-                              f"must be absolute")
-    if not os.path.exists(source):
-        os.makedirs(source, exist_ok=True)
-    options = ["rbind", "ro" if "ro" in mode else "rw"]
-    return {"destination": destination, "type": "bind", "source": source,
-            "options": options}
 
 
 def _process_extras(process: dict, host: dict) -> None:

@@ -65,12 +65,12 @@ def engine(request: web.Request):
 
 def create_app(backend: Backend) -> web.Application:
     """The Docker Engine API over ``backend``."""
-    from . import containers, events, exec, images, networks, system
+    from . import containers, events, exec, images, networks, system, volumes
 
     app = web.Application(middlewares=[_errors, _versions], client_max_size=1 << 20)
     app[BACKEND] = backend
     app.on_response_prepare.append(_common_headers)
-    for module in (system, images, containers, exec, events, networks):
+    for module in (system, images, containers, exec, events, networks, volumes):
         module.add_routes(app)
     return app
 
