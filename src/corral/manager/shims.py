@@ -108,11 +108,9 @@ def _spawn_by_template(state_dir: Path, flags: list[str], ready_fd: int) -> bool
     flags = [f for i, f in enumerate(flags)
              if f != "--ready-fd" and (i == 0 or flags[i - 1] != "--ready-fd")]
     path = state_dir.parent.parent / f"shim-template-{template.code_token()}.sock"
-    # Opt-in for now: recovery after a killed engine races with a shim the
-    # template is still forking (tests/integration/test_engine.py,
-    # test_reconcile_after_a_killed_process, fails about half the time with
-    # it; see docs/limitations.md).
-    if len(str(path)) > 107 or os.environ.get("CORRAL_SHIM_TEMPLATE") != "1":
+    # On unless CORRAL_SHIM_TEMPLATE=0 (every shim then a Python start of
+    # its own, about 3 MB each instead of 1.7).
+    if len(str(path)) > 107 or os.environ.get("CORRAL_SHIM_TEMPLATE") == "0":
         return False
     # Before the request: should we die now, recovery knows a shim may be
     # on its way (running_shims).
@@ -152,14 +150,39 @@ def _request_shim(path: Path, flags: list[str], ready_fd: int) -> bool:
 
 
 def _start_template(path: Path) -> bool:
-    """Start a template serving on ``path``; whether it listens within 2 s."""
-    import time
-
-    from ..shim import template
+    """Start a template serving on ``path`` unless another process just
+    did; whether one listens within 2 s."""
+    import fcntl
 
     if not SUBREAPER.exists():
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
+    # One starter at a time: two engines that both found no template would
+    # each start one, the second unlinking the first one's socket.
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return _answers(path) or _launch_template(path)
+    finally:
+        os.close(fd)
+
+
+def _answers(path: Path) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def _launch_template(path: Path) -> bool:
+    import time
+
+    from ..shim import template
+
     # A socket nobody answers on is a dead template's.
     path.unlink(missing_ok=True)
     subprocess.run([str(SUBREAPER), "--detach", *template.command(str(path))],
@@ -282,8 +305,9 @@ def running_shims(state_root: Path) -> set[str]:
         index = args.index(b"--state-dir") + 1
         if index < len(args) and args[index].startswith(prefix) and alive(int(entry.name)):
             ids.add(args[index][len(prefix):].decode(errors="replace"))
-    # Shims forked by a template have its command line: their pid files
-    # say, or, before the shim has written one, the engine's mark while the
+    # A shim forked by a template has the template's command line until it
+    # has rewritten it (shim/template.py, _retitle): until then its pid
+    # file says, or, before it has written one, the engine's mark while the
     # template that is forking it lives.
     with contextlib.suppress(FileNotFoundError):
         for directory in os.scandir(state_root):
@@ -294,10 +318,20 @@ def running_shims(state_root: Path) -> set[str]:
 
 
 def _spawning(state_dir: Path) -> bool:
+    """Whether the engine's mark says a template may be forking this
+    directory's shim: the template lives, and the mark is recent. A mark
+    left by an engine killed before its request went out would otherwise
+    pass for a shim on its way for ever; the fork it stands for takes
+    milliseconds, and the engine itself gives the template 10 s."""
+    import time
+
     from ..shim import template
 
+    marker = state_dir / template.SPAWNING
     try:
-        socket_path = (state_dir / template.SPAWNING).read_text()
+        if time.time() - marker.stat().st_mtime > START_TIMEOUT:
+            return False
+        socket_path = marker.read_text()
         pid = int(Path(f"{socket_path}.pid").read_text())
     except (OSError, ValueError):
         return False

@@ -16,11 +16,19 @@ cannot be reached, the engine starts shims the plain way.
 
 The socket's name carries a digest of the shim's code, so a template never
 forks shims of code older than the engine's.
+
+A forked shim rewrites its command line (the template's, until then) to
+``corral-shim --id ID --state-dir DIR``: whoever looks for the shims of a
+run directory in /proc (recovery, ``ps``, the tests) must see it exactly
+as a shim started the plain way. Without it, a shim forked just before its
+engine was killed ran unseen while it started its container, and anyone
+checking then found a cgroup for a container with "no shim at work".
 """
 
 from __future__ import annotations
 
 import _socket
+import gc
 import os
 import sys
 import time
@@ -33,18 +41,26 @@ IDLE_EXIT = 600.0
 # the shim once its shim.pid is written. Until then, recovery counts the
 # shim as on its way while the template lives (manager/shims.py).
 SPAWNING = "shim.spawning"
+# Room kept in the template's command line for the forked shim's own
+# (``corral-shim --id <64> --state-dir DIR``, DIR short enough for a
+# socket path of 107 bytes under it): /proc shows the original argv area,
+# which a process can overwrite but not grow.
+TITLE_ROOM = 256
 
 
 def code_token() -> str:
-    """A digest of the shim's modules (names, sizes, mtimes) and interpreter."""
+    """A digest of the shim's modules (names, sizes, mtimes), the package's
+    own top-level modules (``_json``, ``_syscalls``: loaded in the template
+    too, and used by the runtime its shims fork) and the interpreter."""
     import zlib
 
     directory = os.path.dirname(os.path.abspath(__file__))
     parts = [sys.executable]
-    for name in sorted(os.listdir(directory)):
-        if name.endswith(".py"):
-            st = os.stat(os.path.join(directory, name))
-            parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
+    for folder in (directory, os.path.dirname(directory)):
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".py"):
+                st = os.stat(os.path.join(folder, name))
+                parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
     return f"{zlib.crc32('|'.join(parts).encode()):08x}"
 
 
@@ -61,15 +77,21 @@ def serve(sock_path: str) -> None:
     # Reap shims as they end (a zombie would pass for a live shim); the
     # forked child puts the default back before anything else.
     _signal.signal(_signal.SIGCHLD, lambda signum, frame: _reap())
+    # The pid file before the socket: an engine that finds the socket may
+    # send a request and die at once, and recovery then needs the pid to
+    # know that a shim is on its way (manager/shims.py, _spawning).
+    _write_pid(f"{sock_path}.pid")
     listener = supervisor._listen(sock_path)
     os.chmod(sock_path, 0o600)
-    with open(f"{sock_path}.pid", "w") as pid_file:
-        pid_file.write(str(os.getpid()))
+    ours = os.stat(sock_path).st_ino
     listener.settimeout(1.0)
+    # Whatever is loaded now stays: the collector never walks these objects
+    # again, so neither the template nor its shims write to their pages.
+    gc.freeze()
     last = time.monotonic()
-    # Until idle for long, or until the socket is gone (its run directory
-    # removed: a test's, say).
-    while time.monotonic() - last < IDLE_EXIT and os.path.exists(sock_path):
+    # Until idle for long, or until our socket is gone or replaced (the run
+    # directory wiped, as at a reboot, or a test's removed).
+    while time.monotonic() - last < IDLE_EXIT and _inode(sock_path) == ours:
         _reap()
         try:
             fd, _ = listener._accept()
@@ -84,8 +106,29 @@ def serve(sock_path: str) -> None:
         finally:
             conn.close()
     listener.close()
-    supervisor._unlink(sock_path)
-    supervisor._unlink(f"{sock_path}.pid")
+    # Only what is still ours: a new template may serve on the path now.
+    if _inode(sock_path) == ours:
+        supervisor._unlink(sock_path)
+    try:
+        with open(f"{sock_path}.pid") as pid_file:
+            mine = pid_file.read() == str(os.getpid())
+    except OSError:
+        mine = False
+    if mine:
+        supervisor._unlink(f"{sock_path}.pid")
+
+
+def _write_pid(path: str) -> None:
+    with open(f"{path}.tmp", "w") as pid_file:
+        pid_file.write(str(os.getpid()))
+    os.replace(f"{path}.tmp", path)
+
+
+def _inode(path: str) -> int:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return -1
 
 
 def _handle(conn, listener, syscalls) -> None:
@@ -96,7 +139,11 @@ def _handle(conn, listener, syscalls) -> None:
         conn.sendall(b'{"error": "no ready fd"}\n')
         return
     try:
-        argv = _json.loads(data)
+        try:
+            argv = _json.loads(data)
+        except ValueError:
+            conn.sendall(b'{"error": "the request is not JSON"}\n')
+            return
         pid = os.fork()
         if pid == 0:
             _become_shim(listener, conn, ready_fd, argv, syscalls)
@@ -119,6 +166,7 @@ def _become_shim(listener, conn, ready_fd: int, argv: list[str], syscalls) -> No
         from . import main, supervisor
 
         options = main.parse_args([*argv, "--ready-fd", str(ready_fd)])
+        _retitle(["corral-shim", "--id", options.id, "--state-dir", options.state_dir])
         os.makedirs(options.state_dir, mode=0o700, exist_ok=True)
         main._settle(options)
         # shim.pid is written: the engine's "a shim is on its way" mark can go.
@@ -139,6 +187,29 @@ def _become_shim(listener, conn, ready_fd: int, argv: list[str], syscalls) -> No
         except BaseException:  # noqa: BLE001 - no options: nothing to undo
             pass
         os._exit(code)
+
+
+def _retitle(args: list[str]) -> None:
+    """Show ARGS as this process's command line in /proc/PID/cmdline.
+
+    The kernel reads it from the argv area of our own memory (arg_start to
+    arg_end, fields 48 and 49 of /proc/self/stat), so we write the new one
+    there through /proc/self/mem, padded with NULs: Python has no
+    setproctitle, and prctl's PR_SET_MM_ARG_START needs CAP_SYS_RESOURCE.
+    The last byte stays NUL, else the kernel would read on into the
+    environment (proc(5), "cmdline"). Left as it was if it does not fit.
+    """
+    with open("/proc/self/stat", "rb") as stat:
+        fields = stat.read().rsplit(b")", 1)[1].split()
+    start, end = int(fields[45]), int(fields[46])
+    title = b"\0".join(arg.encode() for arg in args) + b"\0"
+    if len(title) > end - start:
+        return
+    fd = os.open("/proc/self/mem", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        os.pwrite(fd, title.ljust(end - start, b"\0"), start)
+    finally:
+        os.close(fd)
 
 
 def _received_fd(ancillary) -> int:
@@ -163,4 +234,4 @@ def command(sock_path: str) -> list[str]:
     package_dir = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
     code = (f"import sys; sys.path.insert(0, {package_dir!r}); "
             "from corral.shim.template import serve; serve(sys.argv[1])")
-    return [sys.executable, "-S", "-c", code, sock_path]
+    return [sys.executable, "-S", "-c", code, sock_path, " " * TITLE_ROOM]
