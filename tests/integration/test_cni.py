@@ -300,3 +300,46 @@ def test_teardown_leaves_nothing(networks):
     after["files"] = [f for f in after["files"] if "/ipam/bridge" not in f]
     assert after == before
     assert not per_container & _chains(_rules())
+
+
+SERVER = """
+import socket, sys
+with socket.socket() as s:
+    s.bind(("0.0.0.0", 9000)); s.listen(); print("ready", flush=True)
+    connection, peer = s.accept(); print(peer[0], flush=True)
+"""
+CLIENT = "import socket, sys; socket.create_connection((sys.argv[1], 9000), 3).close()"
+
+
+def test_outbound_nat_and_none_from_internal(networks):
+    # A "remote" host: a namespace behind a veth of the host's, on a subnet
+    # no bridge has; it sees the masqueraded source, the host's address.
+    prefix = unique_subnet().rsplit(".", 1)[0]
+    host_end, far_end = unique_bridge(), unique_bridge()
+    remote = networks.create_netns("remote")
+    subprocess.run(["ip", "link", "add", host_end, "type", "veth", "peer", "name",
+                    far_end, "netns", str(remote)], check=True)
+    try:
+        subprocess.run(["ip", "addr", "add", f"{prefix}.1/24", "dev", host_end],
+                       check=True)
+        subprocess.run(["ip", "link", "set", host_end, "up"], check=True)
+        ns_run(remote, "ip", "addr", "add", f"{prefix}.2/24", "dev", far_end,
+               check=True)
+        ns_run(remote, "ip", "link", "set", far_end, "up", check=True)
+        user_network(networks, "out")
+        user_network(networks, "closed", internal=True)
+        outside, _ = attached(networks, "out", "c1")
+        inside, _ = attached(networks, "closed", "c2")
+        server = subprocess.Popen(["nsenter", f"--net={remote}", sys.executable, "-c",
+                                   SERVER], stdout=subprocess.PIPE, text=True)
+        try:
+            assert server.stdout.readline().strip() == "ready"
+            denied = ns_run(inside, sys.executable, "-c", CLIENT, f"{prefix}.2")
+            assert denied.returncode != 0
+            ns_run(outside, sys.executable, "-c", CLIENT, f"{prefix}.2", check=True)
+            assert server.stdout.readline().strip() == f"{prefix}.1"
+        finally:
+            server.kill()
+            server.wait()
+    finally:
+        subprocess.run(["ip", "link", "del", host_end], capture_output=True)
