@@ -25,6 +25,7 @@ import pytest
 from corral.network import (
     InvalidNetworkArgument,
     NetworkConflict,
+    NetworkError,
     NetworkNotFound,
     PortInUse,
     PortMapping,
@@ -343,3 +344,25 @@ def test_outbound_nat_and_none_from_internal(networks):
             server.wait()
     finally:
         subprocess.run(["ip", "link", "del", host_end], capture_output=True)
+
+
+def test_requested_address_and_failed_first_attach(networks):
+    subnet = unique_subnet()
+    prefix = subnet.rsplit(".", 1)[0]
+    network = networks.create("fixed", subnet=subnet, ip_range=f"{prefix}.128/25",
+                              options={"com.docker.network.bridge.name":
+                                       unique_bridge()})
+    netns = networks.create_netns("c1")
+    with pytest.raises(InvalidNetworkArgument, match="outside the network's ip-range"):
+        networks.attach("fixed", "c1", netns, name="c1", ip=f"{prefix}.5")
+    # A plugin failure on a bridge's first use: no bridge, lease or cache left.
+    with pytest.raises(NetworkError):
+        networks.attach("fixed", "c1", netns, name="c1", ifname="x" * 20)
+    assert not Path("/sys/class/net", network.bridge).exists()
+    assert not list((networks.root / "cni" / "results").iterdir())
+    assert networks.attachments() == []
+    attachment = networks.attach("fixed", "c1", netns, name="c1", ip=f"{prefix}.200")
+    assert attachment.ip == f"{prefix}.200"
+    netns2 = networks.create_netns("c2")
+    with pytest.raises(NetworkConflict, match="Address already in use"):
+        networks.attach("fixed", "c2", netns2, name="c2", ip=f"{prefix}.200")

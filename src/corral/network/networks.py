@@ -295,7 +295,8 @@ class Networks:
     def _add(self, network: Network, container_id: str, netns_path: str,
              ifname: str, ip: str | None,
              mappings: list[PortMapping]) -> Attachment:
-        if not Path("/sys/class/net", network.bridge).exists():
+        first = not Path("/sys/class/net", network.bridge).exists()
+        if first:
             _first_use(network)
         config = conflist.build(network, str(self.ipam_dir))
         capability_args: dict = {"portMappings": [m.to_cni() for m in mappings]}
@@ -313,6 +314,11 @@ class Networks:
             with contextlib.suppress(NetworkError):
                 self.plugins.delete(config, rt, None)
             path.unlink(missing_ok=True)
+            if first:
+                # NOTE: a bridge the plugin made in a failed ADD is left with
+                # no MAC, and the next ADD fails to set one (bridge 1.1.1).
+                subprocess.run(["ip", "link", "del", network.bridge],
+                               capture_output=True)
             raise
         self.cache.write(path, config, rt, result)
         return Attachment(network, container_id, "", ifname, address, prefix,
@@ -368,6 +374,11 @@ def _check_attachable(network: Network, ip: str | None) -> None:
             raise InvalidNetworkArgument(
                 f"invalid address {ip}: it does not belong to any of this "
                 "network's subnets")
+        if network.ip_range and address not in subnets.parse_cidr(network.ip_range):
+            # host-local leases only from its range (docs/limitations.md).
+            raise InvalidNetworkArgument(
+                f"invalid address {ip}: outside the network's ip-range "
+                f"{network.ip_range}")
 
 
 def _first_use(network: Network) -> None:
