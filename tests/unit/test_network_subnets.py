@@ -55,16 +55,17 @@ def test_host_networks_include_loopback():
 
 
 def test_ports_chosen_and_clashes():
-    published = [PortMapping(80, host_port=50001)]
+    # Outside the ephemeral range: no outgoing connection of the host holds them.
+    published = [PortMapping(80, host_port=61001)]
     resolved = ports.resolve([PortMapping(80), PortMapping(81, "udp")], published,
-                             port_range=(50001, 50003))
-    assert {m.host_port for m in resolved} <= {50002, 50003}
+                             port_range=(61001, 61003))
+    assert {m.host_port for m in resolved} <= {61002, 61003}
     assert len({m.host_port for m in resolved}) == 2
-    with pytest.raises(PortInUse, match="Bind for 0.0.0.0:50001 failed: port is "
+    with pytest.raises(PortInUse, match="Bind for 0.0.0.0:61001 failed: port is "
                        "already allocated"):
-        ports.resolve([PortMapping(90, host_port=50001)], published)
-    with pytest.raises(PortInUse, match="127.0.0.1:50001"):
-        ports.resolve([PortMapping(90, host_ip="127.0.0.1", host_port=50001)],
+        ports.resolve([PortMapping(90, host_port=61001)], published)
+    with pytest.raises(PortInUse, match="127.0.0.1:61001"):
+        ports.resolve([PortMapping(90, host_ip="127.0.0.1", host_port=61001)],
                       published)
     # Another address, or the other protocol, is no clash.
     assert ports.clashes(PortMapping(1, host_ip="127.0.0.1", host_port=5),
