@@ -57,7 +57,7 @@ def test_host_networks_include_loopback():
 def test_ports_chosen_and_clashes():
     # Outside the ephemeral range: no outgoing connection of the host holds them.
     published = [PortMapping(80, host_port=61001)]
-    resolved = ports.resolve([PortMapping(80), PortMapping(81, "udp")], published,
+    resolved = ports.resolve([PortMapping(80), PortMapping(81)], published,
                              port_range=(61001, 61003))
     assert {m.host_port for m in resolved} <= {61002, 61003}
     assert len({m.host_port for m in resolved}) == 2
