@@ -260,8 +260,18 @@ def test_ip_dns_and_add_host_seen_in_the_container(engine):
 
 # Bad input ---------------------------------------------------------------------------
 
+def test_an_unknown_network_fails_the_start_with_nothing_made(engine):
+    # As dockerd 20.10: the create succeeds, the start is a 404.
+    container_id = engine.create({"Image": engine.image,
+                                  "HostConfig": {"NetworkMode": "nosuchnet"}})["Id"]
+    with pytest.raises(errors.NotFound) as raised:
+        engine.start(container_id)
+    assert str(raised.value) == "network nosuchnet not found"
+    assert not (engine.run / "netns" / container_id).exists()
+    assert engine.inspect(container_id)["State"]["Status"] == "created"
+
+
 @pytest.mark.parametrize("host, networking, error, message", [
-    ({"NetworkMode": "nosuchnet"}, None, errors.NotFound, "network nosuchnet not found"),
     ({"NetworkMode": "container:nosuch"}, None, errors.NotFound,
      "No such container: nosuch"),
     ({"PortBindings": {"80x/tcp": [{"HostPort": "1"}]}}, None, errors.InvalidArgument,

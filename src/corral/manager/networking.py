@@ -201,7 +201,13 @@ class Networking:
             if kind in ("host", "none") and ref != primary:
                 raise InvalidArgument("Container cannot be connected to network "
                                       "endpoints")
-            network = self._network(ref)
+            try:
+                network = self._network(ref)
+            except NotFound:
+                # As dockerd: a network that is not there fails the start, not
+                # the create (a 404 from create makes the docker CLI pull).
+                checked[ref] = self._endpoint_config(None, given)
+                continue
             checked[network.name] = self._endpoint_config(network, given)
         request.networking_config = {"EndpointsConfig": checked}
 
@@ -211,6 +217,9 @@ class Networking:
         aliases = list(given.get("Aliases") or [])
         ipam = given.get("IPAMConfig") or {}
         ip = (ipam.get("IPv4Address") or "") if isinstance(ipam, dict) else ""
+        if network is None:
+            return {"IPAMConfig": {"IPv4Address": ip} if ip else None,
+                    "Aliases": aliases or None, "NetworkID": ""}
         user_defined = network.name not in PREDEFINED
         if ip:
             _address(ip, f"invalid IPv4 address: {ip}")
@@ -257,19 +266,21 @@ class Networking:
         """Before the shim starts: the namespace, the attachments, the files.
         On failure nothing is left."""
         kind = mode_kind(container.host_config["NetworkMode"])
-        if kind == "container":
-            self._join_other(container)
-            return
-        if kind == "host":
-            return
         try:
-            with _translated():
-                netns = self.networks.create_netns(container.id)
-                attachments = [] if kind == "none" else self._attach_all(container,
-                                                                         netns)
-            self._write_network_files(container, attachments)
-        except BaseException:
+            if kind == "container":
+                self._join_other(container)
+            elif kind != "host":
+                with _translated():
+                    netns = self.networks.create_netns(container.id)
+                    attachments = [] if kind == "none" else self._attach_all(container,
+                                                                             netns)
+                self._write_network_files(container, attachments)
+        except BaseException as exc:
             self.release_network(container.id)
+            if isinstance(exc, Error) and container.host_config.get("AutoRemove"):
+                # As for a start the runtime refused: docker run --rm waits
+                # for this removal.
+                self._destroy(container.id)
             raise
 
     def _attach_all(self, container, netns: Path) -> list:
@@ -289,7 +300,7 @@ class Networking:
         other = self.resolve(container.host_config["NetworkMode"].partition(":")[2])
         if not self.state(other).running:
             raise Conflict(f"cannot join network of a non running container: {other.id}")
-        for name in ("hosts", "resolv.conf"):
+        for name in ("hostname", "hosts", "resolv.conf"):
             with contextlib.suppress(OSError):
                 text = (self.directory(other.id) / name).read_text()
                 (self.directory(container.id) / name).write_text(text)
