@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import ipaddress
 import logging
+import os
 from pathlib import Path
 
 from . import ports
@@ -160,9 +161,19 @@ class Networking:
         return self._networks
 
     def close_networks(self) -> None:
-        if self._networks is not None:
-            self._networks.close()
-            self._networks = None
+        """Close the network store; the run directory's netns mount goes
+        too once no namespace is left in it (so the run directory can be
+        removed), under the network layer's lock that creates take."""
+        if self._networks is None:
+            return
+        directory = self.run / "netns"
+        with contextlib.suppress(OSError), self._networks._locked():
+            if _mounted_here(directory) and not any(directory.iterdir()):
+                from .. import _syscalls
+
+                _syscalls.umount2(str(directory), _syscalls.MNT_DETACH)
+        self._networks.close()
+        self._networks = None
 
     def network_flags(self) -> list[str]:
         """The flags that make another process's engine see the same default
@@ -569,6 +580,14 @@ class Networking:
                         self.networks.remove(network.id)
                         deleted.append(network.name)
         return {"NetworksDeleted": deleted or None}
+
+
+def _mounted_here(directory: Path) -> bool:
+    """Whether a mount sits on ``directory`` (a bind mount of the same
+    filesystem too, which os.path.ismount does not see)."""
+    wanted = os.path.realpath(directory)
+    with open("/proc/self/mountinfo", encoding="utf-8") as mountinfo:
+        return any(line.split()[4] == wanted for line in mountinfo)
 
 
 def _endpoints(container) -> dict:
