@@ -503,13 +503,16 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking, VolumeOps):
 
     def _destroy(self, container_id: str, *, volumes: bool = False) -> None:
         """Everything of a container but its events, gone; the record last."""
-        self._clear_run(container_id)
-        self.release_network(container_id)
-        directory = self.directory(container_id)
+        released = self.releasing_network(container_id)  # alongside the rest
         try:
-            remove_bundle(self.store, directory, container_id)
-        except (image_errors.Error, OSError) as exc:
-            raise Error(f"remove container '{container_id}': {exc}") from exc
+            self._clear_run(container_id)
+            directory = self.directory(container_id)
+            try:
+                remove_bundle(self.store, directory, container_id)
+            except (image_errors.Error, OSError) as exc:
+                raise Error(f"remove container '{container_id}': {exc}") from exc
+        finally:
+            released()
         shutil.rmtree(directory, ignore_errors=True)
         (self.run / "locks" / container_id).unlink(missing_ok=True)
         self._release_mounts(container_id, anonymous=volumes)

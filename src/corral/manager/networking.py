@@ -26,6 +26,8 @@ import hashlib
 import ipaddress
 import logging
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from . import ports
@@ -151,13 +153,16 @@ class Networking:
     default_subnet = DEFAULT_SUBNET
     _networks = None
 
+    _networks_lock = threading.Lock()
+
     @property
     def networks(self):
         """The ``corral.network.Networks`` of this root (made on first use)."""
-        if self._networks is None:
-            self._networks = _layer().Networks(
-                self.root, self.run, default_bridge=self.default_bridge,
-                default_subnet=self.default_subnet)
+        with self._networks_lock:
+            if self._networks is None:
+                self._networks = _layer().Networks(
+                    self.root, self.run, default_bridge=self.default_bridge,
+                    default_subnet=self.default_subnet)
         return self._networks
 
     def close_networks(self) -> None:
@@ -326,6 +331,28 @@ class Networking:
                 except _layer().NetworkError as exc:
                     log.warning("detach container %s: %s", container_id, exc)
             self.networks.remove_netns(container_id)
+
+    def releasing_network(self, container_id: str) -> Callable[[], None]:
+        """``release_network`` in a thread of its own (the CNI DELs are most of
+        a removal's time, and wait on plugin processes); the returned call
+        waits for it and raises what it raised."""
+        failure: list[BaseException] = []
+
+        def release() -> None:
+            try:
+                self.release_network(container_id)
+            except BaseException as exc:  # raised again by the caller
+                failure.append(exc)
+
+        worker = threading.Thread(target=release, name=f"release-{container_id[:12]}")
+        worker.start()
+
+        def join() -> None:
+            worker.join()
+            if failure:
+                raise failure[0]
+
+        return join
 
     def rename_on_networks(self, container_id: str, name: str) -> None:
         """The new name is what the resolver answers for."""
