@@ -281,3 +281,26 @@ def test_reference_against_dockerd(corrald, image, rootfs_template, tmp_path):
         assert answers["corrald"] == answers["dockerd"]
     finally:
         dockerd.cleanup()
+
+
+def test_the_corral_cli_through_corrald(corrald, image):
+    corral = [str(Path(sys.executable).parent / "corral"), "-H",
+              f"unix://{corrald.socket}"]
+    name = f"cl-{uuid.uuid4().hex[:6]}"
+
+    def ok(*args: str) -> str:
+        result = subprocess.run([*corral, *args], capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    network_id = ok("network", "create", name).strip()
+    assert network_id in ok("network", "ls", "-q", "--no-trunc")
+    port = free_port()
+    ok("run", "-d", "--name", name, "--network", name, "-p", f"127.0.0.1:{port}:80",
+       image, "sh", "-c", HTTPD.format(text="via-cli"))
+    assert fetch(f"http://127.0.0.1:{port}/").strip() == "via-cli"
+    assert ok("port", name).strip() == f"80/tcp -> 127.0.0.1:{port}"
+    ok("network", "disconnect", name, name)
+    ok("rm", "-f", name)
+    assert ok("network", "rm", name).strip() == name

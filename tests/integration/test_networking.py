@@ -323,3 +323,30 @@ def test_reconcile_releases_what_dead_containers_held(engine):
     engine.reconcile()
     assert leftovers(engine, container_id, f"{ip}/") == NOTHING
     assert engine.networks.attachments(container_id=container_id) == []
+
+
+def test_a_run_that_ends_by_itself_releases_its_network(engine):
+    # No engine watches: the shim's exit command releases it.
+    container_id = run(engine, "sleep 0.3")
+    ip = engine.inspect(container_id)["NetworkSettings"]["IPAddress"]
+    assert leftovers(engine, container_id, f"{ip}/") != NOTHING
+    engine.wait(container_id)
+    deadline = time.monotonic() + 10
+    while leftovers(engine, container_id, f"{ip}/") != NOTHING:
+        assert time.monotonic() < deadline, leftovers(engine, container_id, f"{ip}/")
+        time.sleep(0.1)
+    engine.start(container_id)  # and a new run gets it back
+    assert engine.inspect(container_id)["NetworkSettings"]["IPAddress"]
+
+
+def test_restarts_by_the_policy_keep_the_namespace(engine):
+    container_id = run(engine, "ip -4 addr show eth0; sleep 0.2; exit 3",
+                       HostConfig={"RestartPolicy": {"Name": "on-failure",
+                                                     "MaximumRetryCount": 2}})
+    deadline = time.monotonic() + 20
+    while engine.inspect(container_id)["RestartCount"] < 2 or \
+            engine.inspect(container_id)["State"]["Running"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    out = logs(engine, container_id)
+    assert out.count("inet ") == 3, out
