@@ -12,7 +12,7 @@ import pytest
 
 from corral.cli.main import build_parser
 from corral.cli.network import PublishError, parse_publish
-from corral.manager import networking, ports
+from corral.manager import network_resources, networking, ports
 from corral.manager.docker_model import check_create
 from corral.manager.errors import InvalidArgument
 from corral.network import PortMapping
@@ -152,7 +152,7 @@ def test_hosts_and_resolv_conf():
 
 
 def test_network_create_bodies_and_filters():
-    request = networking._create_request({
+    request = network_resources._create_request({
         "Name": "front", "Driver": "bridge", "Internal": True, "Labels": {"a": "b"},
         "IPAM": {"Config": [{"Subnet": "10.9.0.0/24", "Gateway": "10.9.0.254"}]}})
     assert request == {"name": "front", "driver": "bridge", "subnet": "10.9.0.0/24",
@@ -161,12 +161,12 @@ def test_network_create_bodies_and_filters():
     for bad in ({"Name": ""}, {"Name": "x", "EnableIPv6": True},
                 {"Name": "x", "IPAM": {"Config": [{}, {}]}}):
         with pytest.raises(InvalidArgument):
-            networking._create_request(bad)
+            network_resources._create_request(bad)
     network = SimpleNamespace(name="front", id="abc123", driver="bridge",
                               labels={"team": "web"})
-    assert networking._network_matches(network, {"name": ["ron"], "label": ["team"]})
-    assert networking._network_matches(network, {"type": ["custom"], "id": ["abc"]})
-    assert not networking._network_matches(network, {"label": ["team=db"]})
-    assert not networking._network_matches(network, {"type": ["builtin"]})
+    assert network_resources._network_matches(network, {"name": ["ron"], "label": ["team"]})
+    assert network_resources._network_matches(network, {"type": ["custom"], "id": ["abc"]})
+    assert not network_resources._network_matches(network, {"label": ["team=db"]})
+    assert not network_resources._network_matches(network, {"type": ["builtin"]})
     with pytest.raises(InvalidArgument, match="invalid filter 'colour'"):
-        networking._network_matches(network, {"colour": ["red"]})
+        network_resources._network_matches(network, {"colour": ["red"]})

@@ -15,14 +15,14 @@ The namespace in the OCI spec (runtime spec, "Namespaces": a ``path`` to
 join): the container's own for bridge, user networks and ``none``; none at
 all (the host's) for ``host``; the other container's for ``container:X``.
 
-The network endpoints (``/networks/*``) are methods of the same mixin, so
-the API server and the CLI call them as they call the container ones.
+The network endpoints (``/networks/*``) are methods of the mixin it builds
+on (network_resources.py), so the API server and the CLI call them as they
+call the container ones.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import ipaddress
 import logging
 import os
@@ -32,49 +32,19 @@ from pathlib import Path
 
 from . import ports
 from .errors import Conflict, Error, InvalidArgument, NotFound
+from .network_resources import (
+    PREDEFINED,
+    Forbidden,
+    NetworkResources,
+    endpoint_id,
+    network_layer,
+    translated,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BRIDGE = "corral0"
 DEFAULT_SUBNET = "10.88.0.0/16"
-PREDEFINED = ("bridge", "host", "none")
-
-
-class Forbidden(Error):
-    """Docker's 403: connecting twice, disconnecting what is not connected."""
-
-    status = 403
-
-
-def _layer():
-    """``corral.network``, imported when first needed (not every engine
-    call pays for it)."""
-    from .. import network
-
-    return network
-
-
-def translate(exc: Exception) -> Error:
-    """A network layer error as the manager's class with the same message."""
-    network = _layer()
-    predefined = getattr(network, "PredefinedNetwork", None)
-    if predefined is not None and isinstance(exc, predefined):
-        return Forbidden(str(exc))
-    for cls, ours in ((network.NetworkNotFound, NotFound),
-                      (network.NetworkConflict, Conflict),
-                      (network.InvalidNetworkArgument, InvalidArgument)):
-        if isinstance(exc, cls):
-            return ours(str(exc))
-    return Error(str(exc))
-
-
-@contextlib.contextmanager
-def _translated():
-    network = _layer()
-    try:
-        yield
-    except network.NetworkError as exc:
-        raise translate(exc) from exc
 
 
 def mode_kind(mode: str) -> str:
@@ -139,12 +109,7 @@ def subnet_of(text: str) -> str:
         raise InvalidArgument(f"invalid --bip '{text}': not an address/prefix") from None
 
 
-def endpoint_id(network_id: str, container_id: str) -> str:
-    """A stable 64-hex endpoint ID for one attachment (Docker shows one)."""
-    return hashlib.sha256(f"{network_id}/{container_id}".encode()).hexdigest()
-
-
-class Networking:
+class Networking(NetworkResources):
     """Mixin of Engine: the container's network from create to removal, and
     the network endpoints. Needs ``root``, ``run``, ``records``, ``resolve``,
     ``state``, ``_locked``, ``directory`` of the engine."""
@@ -160,7 +125,7 @@ class Networking:
         """The ``corral.network.Networks`` of this root (made on first use)."""
         with self._networks_lock:
             if self._networks is None:
-                self._networks = _layer().Networks(
+                self._networks = network_layer().Networks(
                     self.root, self.run, default_bridge=self.default_bridge,
                     default_subnet=self.default_subnet)
         return self._networks
@@ -186,7 +151,7 @@ class Networking:
         return ["--bridge", self.default_bridge, "--bip", self.default_subnet]
 
     def _network(self, ref: str):
-        with _translated():
+        with translated():
             return self.networks.get(ref)
 
     # Create --------------------------------------------------------------------
@@ -286,7 +251,7 @@ class Networking:
             if kind == "container":
                 self._join_other(container)
             elif kind != "host":
-                with _translated():
+                with translated():
                     netns = self.networks.create_netns(container.id)
                     attachments = [] if kind == "none" else self._attach_all(container,
                                                                              netns)
@@ -324,11 +289,11 @@ class Networking:
     def release_network(self, container_id: str) -> None:
         """Detach from every network and remove the namespace; idempotent, and
         the caller holds the container's lock."""
-        with _translated():
+        with translated():
             for attachment in self.networks.attachments(container_id=container_id):
                 try:
                     self.networks.detach(attachment.network.id, container_id)
-                except _layer().NetworkError as exc:
+                except network_layer().NetworkError as exc:
                     log.warning("detach container %s: %s", container_id, exc)
             self.networks.remove_netns(container_id)
 
@@ -356,7 +321,7 @@ class Networking:
 
     def rename_on_networks(self, container_id: str, name: str) -> None:
         """The new name is what the resolver answers for."""
-        with _translated():
+        with translated():
             self.networks.rename(container_id, name)
 
     def network_leftovers(self) -> set[str]:
@@ -365,7 +330,7 @@ class Networking:
         found = set()
         with contextlib.suppress(OSError):
             found |= {p.name for p in (self.run / "netns").iterdir()}
-        with contextlib.suppress(_layer().NetworkError):
+        with contextlib.suppress(network_layer().NetworkError):
             found |= {a.container_id for a in self.networks.attachments()}
         return found
 
@@ -390,7 +355,7 @@ class Networking:
         (directory / "hosts").write_text(hosts_file(self._extra_hosts(host), own))
         resolver = None
         if attachments:
-            with _translated():
+            with translated():
                 resolver = self.networks.resolver(attachments[0].network.id)
         (directory / "resolv.conf").write_text(resolv_conf(host, resolver))
 
@@ -406,7 +371,7 @@ class Networking:
     # Documents ------------------------------------------------------------------
 
     def _attachments(self, container_id: str) -> list:
-        with contextlib.suppress(_layer().NetworkError):
+        with contextlib.suppress(network_layer().NetworkError):
             return list(self.networks.attachments(container_id=container_id))
         return []
 
@@ -498,7 +463,7 @@ class Networking:
         used = {a.ifname for a in self._attachments(container.id)}
         ifname = next(f"eth{n}" for n in range(len(used) + 1) if f"eth{n}" not in used)
         ip = (endpoint.get("IPAMConfig") or {}).get("IPv4Address") or None
-        with _translated():
+        with translated():
             self.networks.attach(network.id, container.id, self.netns_path(container.id),
                                  name=container.name, ifname=ifname,
                                  aliases=tuple(endpoint.get("Aliases") or ()), ip=ip)
@@ -510,7 +475,7 @@ class Networking:
             container = self.resolve(_container_ref(body))
         except NotFound:
             if body.get("Force"):
-                with _translated():
+                with translated():
                     self.networks.detach(network.id, _container_ref(body))
                 return
             raise
@@ -524,7 +489,7 @@ class Networking:
                 raise Forbidden(f"container {container.id} is not connected to network "
                                 f"{network.name}")
             endpoints.pop(network.name, None)
-            with _translated():
+            with translated():
                 self.networks.detach(network.id, container.id)
             self._save_endpoints(container, endpoints)
 
@@ -533,81 +498,6 @@ class Networking:
                           EndpointsConfig=endpoints)
         self.records.update(container.id, document=dict(container.document,
                                                         networking_config=networking))
-
-    # The network endpoints ------------------------------------------------------
-
-    def network_list(self, *, filters: dict | None = None) -> list[dict]:
-        """``GET /networks``."""
-        with _translated():
-            found = self.networks.list()
-        wanted = [n for n in found if _network_matches(n, filters or {})]
-        return [self.network_document(n, containers=False) for n in wanted]
-
-    def network_inspect(self, ref: str) -> dict:
-        """``GET /networks/{id}``."""
-        return self.network_document(self._network(ref))
-
-    def network_document(self, network, *, containers: bool = True) -> dict:
-        """A network as Docker's ``/networks`` documents show it."""
-        attached = {}
-        if containers:
-            with _translated():
-                for a in self.networks.attachments(network=network.id):
-                    attached[a.container_id] = {
-                        "Name": a.name, "EndpointID": endpoint_id(network.id,
-                                                                  a.container_id),
-                        "MacAddress": a.mac, "IPv4Address": f"{a.ip}/{a.prefix_len}",
-                        "IPv6Address": ""}
-        config = {}
-        for key, value in (("Subnet", network.subnet), ("IPRange", network.ip_range),
-                           ("Gateway", network.gateway)):
-            if value:
-                config[key] = str(value)
-        created = network.created
-        return {"Name": network.name, "Id": network.id,
-                "Created": created if isinstance(created, str)
-                else _format_time(created),
-                "Scope": "local", "Driver": network.driver, "EnableIPv6": False,
-                "IPAM": {"Driver": "default", "Options": None,
-                         "Config": [config] if config else []},
-                "Internal": bool(network.internal), "Attachable": False,
-                "Ingress": False, "ConfigFrom": {"Network": ""}, "ConfigOnly": False,
-                "Containers": attached, "Options": dict(network.options or {}),
-                "Labels": dict(network.labels or {})}
-
-    def network_create(self, body: dict) -> dict:
-        """``POST /networks/create``: ``{"Id", "Warning"}``."""
-        request = _create_request(body)
-        with _translated():
-            network = self.networks.create(request.pop("name"), **request)
-        return {"Id": network.id, "Warning": ""}
-
-    def network_remove(self, ref: str) -> None:
-        """``DELETE /networks/{id}``."""
-        network = self._network(ref)
-        if network.name in PREDEFINED:
-            raise Forbidden(f"{network.name} is a pre-defined network and cannot be "
-                            f"removed")
-        with _translated():
-            self.networks.remove(network.id)
-
-    def network_prune(self, filters: dict | None = None) -> dict:
-        """``POST /networks/prune``: the user networks no container is on."""
-        if not filters:
-            with _translated():
-                deleted = list(self.networks.prune())
-            return {"NetworksDeleted": deleted or None}
-        deleted = []
-        for network in self.networks.list():
-            if network.name in PREDEFINED or not _network_matches(network, filters):
-                continue
-            with contextlib.suppress(Error):
-                with _translated():
-                    if not list(self.networks.attachments(network=network.id)):
-                        self.networks.remove(network.id)
-                        deleted.append(network.name)
-        return {"NetworksDeleted": deleted or None}
-
 
 def _mounted_here(directory: Path) -> bool:
     """Whether a mount sits on ``directory`` (a bind mount of the same
@@ -634,58 +524,6 @@ def _container_ref(body: dict) -> str:
         raise InvalidArgument("request body: Container: a container name or ID is "
                               "needed")
     return ref
-
-
-def _format_time(when: float) -> str:
-    from .docker_model import format_time
-
-    return format_time(float(when or 0))
-
-
-def _create_request(body: dict) -> dict:
-    """``POST /networks/create``'s body as ``Networks.create`` arguments."""
-    name = body.get("Name")
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidArgument("network name must not be empty")
-    if body.get("EnableIPv6"):
-        raise InvalidArgument("EnableIPv6: IPv6 networks are not supported by corral yet")
-    ipam = body.get("IPAM") or {}
-    configs = ipam.get("Config") or [] if isinstance(ipam, dict) else None
-    if not isinstance(configs, list) or len(configs) > 1:
-        raise InvalidArgument("IPAM.Config: one IPv4 pool at most is supported")
-    pool = configs[0] if configs else {}
-    for key in ("Labels", "Options"):
-        value = body.get(key)
-        if value is not None and not isinstance(value, dict):
-            raise InvalidArgument(f"{key}: must be an object of strings")
-    return {"name": name, "driver": body.get("Driver") or "bridge",
-            "subnet": pool.get("Subnet") or None, "gateway": pool.get("Gateway") or None,
-            "ip_range": pool.get("IPRange") or None,
-            "internal": bool(body.get("Internal")), "labels": body.get("Labels") or None,
-            "options": body.get("Options") or None}
-
-
-def _network_matches(network, filters: dict) -> bool:
-    """Docker's network filters: name (substring), id (prefix), driver,
-    label (key or key=value), type (custom or builtin)."""
-    tests = {
-        "name": lambda v: v in network.name,
-        "id": lambda v: network.id.startswith(v),
-        "driver": lambda v: network.driver == v,
-        "type": lambda v: (network.name in PREDEFINED) == (v == "builtin"),
-        "label": lambda v: _label_matches(network.labels or {}, v),
-    }
-    for key, values in filters.items():
-        if key not in tests:
-            raise InvalidArgument(f"invalid filter '{key}'")
-        if values and not any(tests[key](v) for v in values):
-            return False
-    return True
-
-
-def _label_matches(labels: dict, wanted: str) -> bool:
-    key, sep, value = wanted.partition("=")
-    return key in labels and (not sep or labels[key] == value)
 
 
 def hosts_file(extra: list[tuple[str, str]], own: str) -> str:
