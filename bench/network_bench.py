@@ -5,7 +5,8 @@ Two measures, each daemon driven by the real docker CLI:
 
 1. ``docker run --rm -p HOSTPORT:80 IMAGE true`` (the default bridge and one
    published port), alternating between the daemons: min/median/max and the
-   ratio to dockerd. The issue's bar: at most half of dockerd's.
+   ratio to dockerd (and the same runs with ``--network none``, for what
+   the network costs). The issue's bar: at most half of dockerd's.
 2. TCP throughput host -> container over the published port: a Python
    client sends N MB to busybox ``nc -l`` in a container and waits for the
    container's end to close; MB/s, the median of a few rounds. dockerd's
@@ -136,12 +137,17 @@ def free_port(prefix: list[str]) -> int:
 
 def bench_start(daemons: list[Daemon], rounds: int) -> None:
     times: dict[str, list[float]] = {d.name: [] for d in daemons}
+    # What the network costs: the same run without one.
+    times.update({f"{d.name} none": [] for d in daemons})
     for _ in range(rounds):
         for daemon in daemons:
             port = free_port(daemon.prefix)
             start = time.perf_counter()
             daemon.docker("run", "--rm", "-p", f"{port}:80", IMAGE, "true")
             times[daemon.name].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            daemon.docker("run", "--rm", "--network", "none", IMAGE, "true")
+            times[f"{daemon.name} none"].append(time.perf_counter() - start)
     report(f"run --rm -p PORT:80 true ({rounds} rounds, alternating)", times, "ms",
            1e3, lower_is_better=True)
 
@@ -169,10 +175,10 @@ def report(title: str, values: dict[str, list[float]], unit: str, scale: float, 
            lower_is_better: bool) -> None:
     base = statistics.median(values["dockerd"])
     print(f"\n{title}")
-    print(f"{'':10} {'min ' + unit:>10} {'median':>10} {'max':>10} {'x dockerd':>10}")
+    print(f"{'':14} {'min ' + unit:>10} {'median':>10} {'max':>10} {'x dockerd':>10}")
     for name, numbers in values.items():
         mid = statistics.median(numbers)
-        print(f"{name:10} {min(numbers) * scale:10.1f} {mid * scale:10.1f} "
+        print(f"{name:14} {min(numbers) * scale:10.1f} {mid * scale:10.1f} "
               f"{max(numbers) * scale:10.1f} {mid / base:10.2f}")
     better = "lower" if lower_is_better else "higher"
     print(f"({better} is better)")
