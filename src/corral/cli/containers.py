@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 
-from . import output
+from . import escape, output
 from .create_flags import FlagError, add_create_flags, create_body
 from .streams import relay, terminal_size
 
@@ -64,8 +64,23 @@ def _run(parser: argparse.ArgumentParser) -> None:
     """create and start a container from an image, and attach to it"""
     parser.add_argument("-d", "--detach", action="store_true",
                         help="run in the background and print the ID")
+    _detach_keys(parser)
     add_create_flags(parser)
     parser.set_defaults(func=cmd_run)
+
+
+def _detach_keys(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--detach-keys", default=escape.DEFAULT,
+                        help="the keys that detach from a tty (ctrl-p,ctrl-q)")
+
+
+def _check_detach_keys(args) -> None:
+    try:
+        escape.parse(args.detach_keys)
+    except ValueError as exc:
+        from ..manager.errors import InvalidArgument
+
+        raise InvalidArgument(str(exc)) from None
 
 
 def _create(parser: argparse.ArgumentParser) -> None:
@@ -111,6 +126,7 @@ def cmd_create(context, args) -> int:
 
 def cmd_run(context, args) -> int:
     try:
+        _check_detach_keys(args)
         container_id = _create_container(context, args, attach=not args.detach)
     except Exception as exc:
         return _report(exc)
@@ -137,8 +153,10 @@ def _run_attached(backend, container_id: str, args) -> int:
                 _quietly(backend.remove, container_id, force=True)
             return _report(exc)
         with _forwarding_signals(backend, container_id, enabled=not args.tty):
-            relay(sock, tty=args.tty, stdin=args.interactive,
-                  resize=lambda h, w: backend.resize(container_id, height=h, width=w))
+            if relay(sock, tty=args.tty, stdin=args.interactive,
+                     resize=lambda h, w: backend.resize(container_id, height=h, width=w),
+                     detach_keys=args.detach_keys):
+                return 0  # detached: the container runs on, as docker's
     finally:
         sock.close()
     status = backend.wait(container_id)["StatusCode"]
@@ -197,6 +215,7 @@ def _start(parser: argparse.ArgumentParser) -> None:
     """start stopped containers"""
     parser.add_argument("-a", "--attach", action="store_true", help="attach stdout/stderr")
     parser.add_argument("-i", "--interactive", action="store_true", help="attach stdin")
+    _detach_keys(parser)
     _refs(parser)
     parser.set_defaults(func=cmd_start)
 
@@ -204,14 +223,17 @@ def _start(parser: argparse.ArgumentParser) -> None:
 def cmd_start(context, args) -> int:
     backend = context.backend
     if args.attach or args.interactive:
+        _check_detach_keys(args)
         ref = args.containers[0]
         document = backend.inspect(ref)
         tty = document["Config"].get("Tty", False)
         sock = backend.attach(ref, stdin=args.interactive, stdout=True, stderr=True)
         backend.start(ref)
         try:
-            relay(sock, tty=tty, stdin=args.interactive,
-                  resize=lambda h, w: backend.resize(ref, height=h, width=w))
+            if relay(sock, tty=tty, stdin=args.interactive,
+                     resize=lambda h, w: backend.resize(ref, height=h, width=w),
+                     detach_keys=args.detach_keys):
+                return 0
         finally:
             sock.close()
         return backend.wait(ref)["StatusCode"]
@@ -495,6 +517,7 @@ def _exec(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-u", "--user")
     parser.add_argument("-w", "--workdir")
     parser.add_argument("--privileged", action="store_true")
+    _detach_keys(parser)
     parser.add_argument("container", metavar="CONTAINER")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
     parser.set_defaults(func=cmd_exec)
@@ -513,6 +536,7 @@ def cmd_exec(context, args) -> int:
     if args.workdir:
         body["WorkingDir"] = args.workdir
     try:
+        _check_detach_keys(args)
         exec_id = backend.exec_create(args.container, body)["Id"]
         sock = backend.exec_start(exec_id, detach=args.detach, tty=args.tty)
     except Exception as exc:
@@ -520,8 +544,10 @@ def cmd_exec(context, args) -> int:
     if sock is None:
         return 0
     try:
-        relay(sock, tty=args.tty, stdin=args.interactive,
-              resize=lambda h, w: backend.exec_resize(exec_id, height=h, width=w))
+        if relay(sock, tty=args.tty, stdin=args.interactive,
+                 resize=lambda h, w: backend.exec_resize(exec_id, height=h, width=w),
+                 detach_keys=args.detach_keys):
+            return 0
     finally:
         sock.close()
     for _ in range(100):
@@ -535,11 +561,13 @@ def cmd_exec(context, args) -> int:
 def _attach(parser: argparse.ArgumentParser) -> None:
     """attach this terminal to a running container"""
     parser.add_argument("--no-stdin", action="store_true")
+    _detach_keys(parser)
     parser.add_argument("container", metavar="CONTAINER")
     parser.set_defaults(func=cmd_attach)
 
 
 def cmd_attach(context, args) -> int:
+    _check_detach_keys(args)
     backend = context.backend
     document = backend.inspect(args.container)
     tty = document["Config"].get("Tty", False)
@@ -549,8 +577,10 @@ def cmd_attach(context, args) -> int:
     if tty and size:
         backend.resize(args.container, height=size[0], width=size[1])
     try:
-        relay(sock, tty=tty, stdin=stdin,
-              resize=lambda h, w: backend.resize(args.container, height=h, width=w))
+        if relay(sock, tty=tty, stdin=stdin,
+                 resize=lambda h, w: backend.resize(args.container, height=h, width=w),
+                 detach_keys=args.detach_keys):
+            return 0
     finally:
         sock.close()
     return backend.wait(args.container)["StatusCode"]

@@ -19,6 +19,8 @@ import termios
 import tty as ttymod
 from collections.abc import Callable, Iterable, Iterator
 
+from . import escape
+
 _HEADER = struct.Struct(">BxxxL")
 
 
@@ -59,21 +61,32 @@ class _Demux:
 
 
 def relay(sock: socket.socket, *, tty: bool, stdin: bool,
-          resize: Callable[[int, int], None] | None = None) -> None:
+          resize: Callable[[int, int], None] | None = None,
+          detach_keys: str = escape.DEFAULT) -> bool:
     """Copy the stream to our stdout/stderr and (with ``stdin``) our stdin
-    to the stream, until the other side closes it. With a tty and our stdin
-    a terminal, the terminal is in raw mode meanwhile and its size follows
-    SIGWINCH."""
+    to the stream, until the other side closes it, or until the detach keys
+    are typed (with a tty and stdin): whether they were. With a tty and our
+    stdin a terminal, the terminal is in raw mode meanwhile and its size
+    follows SIGWINCH.
+
+    Raises:
+        ValueError: ``detach_keys`` names no key sequence.
+    """
+    watcher = escape.Watcher(escape.parse(detach_keys)) if tty and stdin else None
     raw = tty and stdin and os.isatty(0)
     with contextlib.ExitStack() as stack:
         if raw:
             stack.enter_context(_raw_terminal(0))
         if tty and resize is not None and os.isatty(1):
             stack.enter_context(_follow_size(1, resize))
-        _pump(sock, tty=tty, stdin=stdin)
+        detached = _pump(sock, tty=tty, stdin=stdin, watcher=watcher)
+    if detached:
+        print("read escape sequence", file=sys.stderr)
+    return detached
 
 
-def _pump(sock: socket.socket, *, tty: bool, stdin: bool) -> None:
+def _pump(sock: socket.socket, *, tty: bool, stdin: bool,
+          watcher: escape.Watcher | None) -> bool:
     selector = selectors.DefaultSelector()
     selector.register(sock, selectors.EVENT_READ, "stream")
     if stdin:
@@ -85,6 +98,14 @@ def _pump(sock: socket.socket, *, tty: bool, stdin: bool) -> None:
             for key, _ in selector.select():
                 if key.data == "stdin":
                     data = os.read(0, 65536)
+                    if watcher is not None and data:
+                        data, detached = watcher.feed(data)
+                        if detached:
+                            with contextlib.suppress(OSError):
+                                sock.sendall(data)
+                            return True
+                        if not data:
+                            continue
                     try:
                         if data:
                             sock.sendall(data)
@@ -98,9 +119,9 @@ def _pump(sock: socket.socket, *, tty: bool, stdin: bool) -> None:
                 try:
                     data = sock.recv(65536)
                 except ConnectionResetError:
-                    return
+                    return False
                 if not data:
-                    return
+                    return False
                 if demux is None:
                     out.write(data)
                     out.flush()
@@ -113,7 +134,9 @@ def _pump(sock: socket.socket, *, tty: bool, stdin: bool) -> None:
 @contextlib.contextmanager
 def _raw_terminal(fd: int):
     saved = termios.tcgetattr(fd)
-    ttymod.setraw(fd)
+    # TCSANOW, not setraw's default TCSAFLUSH: what was typed ahead, while
+    # the container started, is kept for it.
+    ttymod.setraw(fd, termios.TCSANOW)
     try:
         yield
     finally:
@@ -121,9 +144,13 @@ def _raw_terminal(fd: int):
 
 
 def terminal_size(fd: int = 1) -> tuple[int, int] | None:
+    """(lines, columns) of the terminal on ``fd``; None for no terminal, or one
+    that has no size yet (0x0: a fresh pty), which docker does not send."""
     try:
         size = os.get_terminal_size(fd)
     except OSError:
+        return None
+    if not size.lines and not size.columns:
         return None
     return size.lines, size.columns
 

@@ -302,13 +302,7 @@ class Shim(Server):
             self.stdin_close = True
             return
         self.stdin_close = False
-        if self.options.tty:
-            if self.master >= 0:
-                try:
-                    os.write(self.master, b"\x04")  # end of file on a terminal
-                except OSError:
-                    pass
-        elif self.stdin_fd >= 0:
+        if self.stdin_fd >= 0:
             self.loop.unregister(self.stdin_fd)
             self.client_masks.pop(self.stdin_fd, None)
             os.close(self.stdin_fd)
@@ -336,7 +330,10 @@ class Shim(Server):
         self._update_clients()
 
     def _client_eof(self, client: streams.Client) -> None:
-        if client.stdin and self.options.stdin_once:
+        # Not with a tty, as dockerd: a terminal's user ends the input with
+        # its own Ctrl-D, and a client that leaves (detach keys, a closed
+        # window) leaves the shell running for the next attach.
+        if client.stdin and self.options.stdin_once and not self.options.tty:
             self._close_stdin()
         client.stdin = False
         client.reading = False
