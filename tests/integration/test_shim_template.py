@@ -80,6 +80,31 @@ def test_shims_are_forked_by_one_template_and_outlive_it(engine):  # noqa: F811
     assert _template_of(engine, third) != template_pid
 
 
+def test_a_shim_has_the_environment_of_the_engine_that_asks(engine, monkeypatch,  # noqa: F811
+                                                          tmp_path):
+    def spawn(mark: str) -> str:
+        monkeypatch.setenv("CORRAL_TEST_MARK", mark)
+        container_id = engine.create(body(engine, "sleep", "60"))["Id"]
+        # What the shim runs once the container is gone shows its environment.
+        command = ("/bin/sh", "-c", f'echo "$CORRAL_TEST_MARK" > {tmp_path}/{mark}')
+        directory = engine.directory(container_id)
+        shims.spawn(container_id, bundle=directory,
+                    state_dir=engine.state_dir(container_id),
+                    runtime_root=engine.runtime_root,
+                    log_path=directory / "json.log", events_db=engine.events_db,
+                    options=shims.ShimOptions(exit_command=command))
+        return container_id
+
+    first, second = spawn("one"), spawn("two")
+    assert _template_of(engine, first) == _template_of(engine, second)
+    for container_id in (first, second):
+        engine.stop(container_id, timeout=0)
+    assert _wait_for(lambda: (tmp_path / "two").exists())
+    assert _wait_for(lambda: (tmp_path / "one").exists())
+    assert (tmp_path / "one").read_text() == "one\n"
+    assert (tmp_path / "two").read_text() == "two\n"
+
+
 def test_template_off_starts_plain_shims(engine, monkeypatch):  # noqa: F811
     monkeypatch.setenv("CORRAL_SHIM_TEMPLATE", "0")
     container_id = run(engine, "sleep", "60")

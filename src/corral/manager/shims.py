@@ -135,7 +135,8 @@ def _request_shim(path: Path, flags: list[str], ready_fd: int) -> bool:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                 sock.settimeout(10)
                 sock.connect(str(path))
-                sock.sendmsg([json.dumps(flags).encode()],
+                request = {"argv": flags, "env": dict(os.environ)}
+                sock.sendmsg([json.dumps(request).encode()],
                              [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
                                ready_fd.to_bytes(4, sys.byteorder))])
                 answer = sock.makefile("rb").readline()
