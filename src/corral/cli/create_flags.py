@@ -41,6 +41,11 @@ def add_create_flags(parser: argparse.ArgumentParser) -> None:
     add("--cap-add", action="append", default=[], metavar="CAP")
     add("--cap-drop", action="append", default=[], metavar="CAP")
     add("--privileged", action="store_true", help="give extended privileges")
+    add("--uts", help="UTS namespace to use (host)")
+    add("--pid", help="PID namespace to use (host)")
+    add("--ipc", help="IPC mode to use (private, shareable, host)")
+    add("--group-add", action="append", default=[], metavar="GID",
+        help="add a supplementary group")
     add("--security-opt", action="append", default=[], metavar="OPT",
         help="seccomp=unconfined|PROFILE.json, no-new-privileges")
     add("--init", action="store_true", help="run an init as PID 1 that reaps")
@@ -109,6 +114,8 @@ def host_config(args: argparse.Namespace) -> dict:
         "AutoRemove": args.rm,
         "ReadonlyRootfs": args.read_only,
         "Privileged": args.privileged,
+        "UTSMode": args.uts, "PidMode": args.pid, "IpcMode": args.ipc,
+        "GroupAdd": args.group_add or None,
         "CapAdd": args.cap_add or None,
         "CapDrop": args.cap_drop or None,
         "SecurityOpt": security_options(args.security_opt),

@@ -110,6 +110,8 @@ def check_create(body: object) -> CreateRequest:
     host_config = {key: _check(host.get(key), kind, f"HostConfig.{key}")
                    for key, kind in HOST_CONFIG_FIELDS.items()}
     _check_host_values(host_config)
+    if host_config["UTSMode"] == "host" and config["Hostname"]:
+        raise InvalidArgument("conflicting options: hostname and the UTS mode")
     networking = body.get("NetworkingConfig") or {}
     if not isinstance(networking, dict):
         raise InvalidArgument("NetworkingConfig: must be an object")

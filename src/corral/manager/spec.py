@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import signal as signals
+import stat
 from pathlib import Path
 
 from ..oci import seccomp_profile
@@ -83,7 +84,10 @@ def build(spec: dict, request: CreateRequest, *, container_id: str, hostname: st
           directory: Path) -> dict:
     """Turn the image layer's ``spec`` into the container's, in place."""
     config, host = request.config, request.host_config
+    # Docker leaves the hostname alone with the host's UTS namespace.
     spec["hostname"] = hostname
+    if host["UTSMode"] == "host":
+        del spec["hostname"]
     spec["process"]["terminal"] = bool(config["Tty"])
     spec["process"].pop("rlimits", None)
     spec["process"]["noNewPrivileges"] = False
@@ -159,6 +163,46 @@ def _namespaces(linux: dict, host: dict) -> None:
     if host["CgroupnsMode"] != "private":
         dropped.add("cgroup")
     linux["namespaces"] = [ns for ns in linux["namespaces"] if ns["type"] not in dropped]
+    if host["Privileged"]:
+        linux["devices"] = host_devices()
+
+
+def held_capabilities() -> list[str]:
+    """The capabilities in our own bounding set: all a container can get.
+
+    NOTE: root may lack some (CAP_SYS_RESOURCE on our VMs); asking for one
+    fails the start with EPERM from capset, as dockerd 20.10's every-known
+    set does there. containerd's privileged set is its own, as ours."""
+    known = capabilities.NAMES[: capabilities.last_cap() + 1]
+    with open("/proc/self/status") as status:
+        line = next(row for row in status if row.startswith("CapBnd:"))
+    mask = int(line.split()[1], 16)
+    return [name for number, name in enumerate(known) if mask >> number & 1]
+
+
+# Directories of /dev that hold no device of the host's own (runc's list).
+_SKIPPED_DEV = ("pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev")
+
+
+def host_devices(top: str = "/dev") -> list[dict]:
+    """linux.devices for every device node under ``top``, as ``--privileged``
+    gives them; /dev/console is the container's own."""
+    found = []
+    for entry in sorted(os.scandir(top), key=lambda e: e.name):
+        if entry.is_dir(follow_symlinks=False):
+            if entry.name not in _SKIPPED_DEV:
+                found += host_devices(entry.path)
+            continue
+        info = entry.stat(follow_symlinks=False)
+        kind = "c" if stat.S_ISCHR(info.st_mode) else "b" if stat.S_ISBLK(
+            info.st_mode) else None
+        if kind is None or entry.path == "/dev/console":
+            continue
+        found.append({"path": entry.path, "type": kind,
+                      "major": os.major(info.st_rdev), "minor": os.minor(info.st_rdev),
+                      "fileMode": stat.S_IMODE(info.st_mode), "uid": info.st_uid,
+                      "gid": info.st_gid})
+    return found
 
 
 # Security ---------------------------------------------------------------------
@@ -168,7 +212,7 @@ def capability_set(host: dict) -> list[str]:
     in both; names with or without ``CAP_``, any case)."""
     known = capabilities.NAMES[: capabilities.last_cap() + 1]
     if host["Privileged"]:
-        return list(known)
+        return held_capabilities()
     result = list(DEFAULT_CAPABILITIES)
     adds = [_capability(name, known) for name in host["CapAdd"] or []]
     drops = [_capability(name, known) for name in host["CapDrop"] or []]
@@ -176,7 +220,7 @@ def capability_set(host: dict) -> list[str]:
         result = []
     result = [cap for cap in result if cap not in drops]
     if "ALL" in adds:
-        result = list(known)
+        result = held_capabilities()
     result += [cap for cap in adds if cap != "ALL" and cap not in result]
     return result
 
@@ -247,9 +291,14 @@ def _mounts(spec: dict, host: dict, directory: Path) -> None:
         for mount in mounts:
             if mount["destination"] in ("/sys", "/sys/fs/cgroup"):
                 mount["options"] = [o for o in mount["options"] if o != "ro"] + ["rw"]
-    mounts.append({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-                   "options": ["nosuid", "noexec", "nodev", "mode=1777",
-                               f"size={host['ShmSize']}"]})
+    if host["IpcMode"] == "host":
+        # The host's IPC namespace comes with its POSIX shared memory.
+        mounts.append({"destination": "/dev/shm", "type": "bind", "source": "/dev/shm",
+                       "options": ["rbind", "rprivate"]})
+    else:
+        mounts.append({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+                       "options": ["nosuid", "noexec", "nodev", "mode=1777",
+                                   f"size={host['ShmSize']}"]})
     for name in ("resolv.conf", "hostname", "hosts"):
         mounts.append({"destination": f"/etc/{name}", "type": "bind",
                        "source": str(directory / name), "options": ["rbind", "rprivate"]})

