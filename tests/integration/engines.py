@@ -1,10 +1,14 @@
 """An engine of a test's own: busybox pulled from the test registry into a
-private store, and a short run directory (shim sockets live under it and a
-unix socket path has at most 107 bytes)."""
+private store, a short run directory (shim sockets live under it and a
+unix socket path has at most 107 bytes), and a default bridge of its own:
+containers default to the bridge network, as Docker's, and two roots on one
+bridge would lease the same addresses (leases are kept per root)."""
 
 from __future__ import annotations
 
+import random
 import tempfile
+import uuid
 from pathlib import Path
 
 from corral.manager import errors
@@ -19,9 +23,34 @@ def make_engine(tmp_path: Path, image: str, client, prefix: str) -> Engine:
     root, run = tmp_path / "root", Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     with Store(root) as store:
         pull(store, client, reference.parse(image))
-    engine = Engine(root, run)
+    engine = Engine(root, run, **private_bridge())
     engine.image = image
     return engine
+
+
+def private_bridge() -> dict:
+    """A default bridge and subnet no other test uses."""
+    return {"default_bridge": f"ct{uuid.uuid4().hex[:8]}",
+            "default_subnet": f"10.{random.randint(200, 249)}."
+                              f"{random.randint(0, 255)}.0/24"}
+
+
+def set_default_bridge(root: Path, run: Path) -> None:
+    """Make the default bridge of a fresh ROOT a private one: the first
+    process on a root records it, later ones (corral, corrald) keep it."""
+    from corral.network import Networks
+
+    Networks(root, run, **private_bridge()).close()
+
+
+def drop_networks(root: Path, run: Path) -> None:
+    """Every bridge network of ROOT off the host: bridges, rules, leases."""
+    from corral.network import Networks
+
+    if (root / "networks.db").exists():
+        networks = Networks(root, run)
+        networks.teardown()
+        networks.close()
 
 
 def remove_all(engine: Engine) -> None:
@@ -31,4 +60,5 @@ def remove_all(engine: Engine) -> None:
             engine.remove(container.id, force=True)
         except errors.Error:
             engine._destroy(container.id)
+    drop_networks(engine.root, engine.run)
     engine.close()

@@ -603,6 +603,9 @@ class Corrald:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> Corrald:
+        from tests.integration.engines import set_default_bridge
+
+        set_default_bridge(self.root, self.run_dir)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "corral.manager.daemon", "-H", f"unix://{self.socket}",
@@ -662,7 +665,11 @@ class Corrald:
             raise AssertionError(f"corrald ignored SIGTERM:\n{self.log_tail()}") from None
 
     def cleanup(self) -> None:
+        from tests.integration.engines import drop_networks
+
         self.stop()
+        kill_processes(processes_mentioning(str(self.run_dir)))
+        drop_networks(self.root, self.run_dir)
         for directory in (self.workdir, self.run_dir):
             kill_processes(processes_mentioning(str(directory)))
             unmount_under(directory)

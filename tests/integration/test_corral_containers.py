@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration import peers
+from tests.integration.engines import drop_networks, set_default_bridge
 
 CORRAL = str(Path(sys.executable).parent / "corral")
 
@@ -45,12 +46,14 @@ class Cli:
 def corral(tmp_path, busybox_image):
     run = Path(f"/tmp/cc-{uuid.uuid4().hex[:8]}")
     cli = Cli(tmp_path / "root", run)
+    set_default_bridge(cli.root, run)
     cli("pull", "-q", busybox_image)
     yield cli
     ids = cli("ps", "-aq", "--no-trunc", check=False).stdout.split()
     if ids:
         cli("rm", "-f", *ids, check=False)
     peers.kill_processes(peers.processes_mentioning(str(run)))
+    drop_networks(cli.root, run)
     peers.unmount_under(tmp_path)
     peers.remove_tree(run)
 

@@ -138,6 +138,15 @@ class Networks:
                     removed.append(network.name)
         return removed
 
+    def teardown(self) -> None:
+        """Every bridge network of this root off the host, the default one's
+        too (resolvers, rules, bridges, leases, records): for a root that is
+        being thrown away, such as a test's. Attachments are not looked at."""
+        with self._locked():
+            for network in self.store.networks():
+                if network.driver == "bridge":
+                    self._teardown(network)
+
     # -- namespaces -------------------------------------------------------
 
     def create_netns(self, container_id: str) -> Path:
