@@ -8,6 +8,7 @@ against Debian's dockerd 20.10 (the expected values below are its own).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -18,9 +19,36 @@ from pathlib import Path
 import pytest
 
 from corral.manager import errors
+from tests.integration import peers
 from tests.integration.engines import make_engine, remove_all
 
 CORRAL = str(Path(sys.executable).parent / "corral")
+
+
+@pytest.fixture(scope="module")
+def archive(rootfs_template, tmp_path_factory) -> Path:
+    return peers.write_image_archive(rootfs_template,
+                                     tmp_path_factory.mktemp("loimg") / "busybox.tar")
+
+
+@pytest.fixture(scope="module")
+def corrald(archive):
+    daemon = peers.Corrald(peers.make_workdir("lo"))
+    try:
+        daemon.start()
+        daemon.ok("load", "--input", str(archive))
+        yield daemon
+    finally:
+        daemon.cleanup()
+
+
+def corral(daemon, *args: str, host: bool = False) -> subprocess.CompletedProcess:
+    """The corral CLI on DAEMON's root and run directory: in process, or
+    through DAEMON with ``host``."""
+    argv = [CORRAL, "--root", str(daemon.root), "--run-root", str(daemon.run_dir)]
+    if host:
+        argv += ["-H", f"unix://{daemon.socket}"]
+    return subprocess.run([*argv, *args], capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture
@@ -95,3 +123,48 @@ def test_ipc_host_shares_the_hosts_dev_shm(engine):
         assert run(engine, "cat", str(marker), IpcMode="host") == "seen\n"
     finally:
         marker.unlink()
+
+
+# 2. NanoCpus, logs since/until ------------------------------------------------------
+
+@pytest.mark.parametrize("nano_cpus", [-1, (len(os.sched_getaffinity(0)) + 1) * 10**9])
+def test_nano_cpus_out_of_range_is_refused_at_create(engine, nano_cpus):
+    count = len(os.sched_getaffinity(0))
+    body = {"Image": engine.image, "HostConfig": {"NanoCpus": nano_cpus}}
+    with pytest.raises(errors.InvalidArgument) as caught:
+        engine.create(body)
+    assert str(caught.value) == (f"Range of CPUs is from 0.01 to {count}.00, as there "
+                                 f"are only {count} CPUs available")
+    assert engine.records.all() == []
+
+
+def test_all_cpus_are_in_range(engine):
+    count = len(os.sched_getaffinity(0))
+    body = {"Image": engine.image, "HostConfig": {"NanoCpus": count * 10**9}}
+    engine.remove(engine.create(body)["Id"])
+
+
+def test_logs_with_a_bad_since_is_a_400_with_dockerds_message(corrald):
+    corrald.ok("create", "--name", "logs-since", "--network", "none", peers.IMAGE)
+    for query, part in (("since=abc", "abc"), ("until=1.5x", "5x"),
+                        ("since=1.", "")):
+        status, body, _ = corrald.request(
+            "GET", f"/containers/logs-since/logs?stdout=1&{query}")
+        assert (status, json.loads(body)) == (
+            400, {"message": f'strconv.ParseInt: parsing "{part}": invalid syntax'})
+    status, _, _ = corrald.request("GET", "/containers/logs-since/logs?stdout=1&"
+                                   "since=1700000000.5&until=-1")
+    assert status == 200
+    status, _, _ = corrald.request("GET", "/containers/nope/logs?stdout=1&since=abc")
+    assert status == 404
+
+
+@pytest.mark.parametrize("host", [False, True])
+def test_corral_logs_with_a_bad_since_says_what_docker_logs_says(corrald, host):
+    corrald.ok("create", "--name", f"logs-cli-{host}", "--network", "none", peers.IMAGE)
+    result = corral(corrald, "logs", "--since", "abc", f"logs-cli-{host}", host=host)
+    assert (result.returncode, result.stderr) == (
+        1, 'corral: invalid value for "since": failed to parse value as time or '
+           'duration: "abc"\n')
+    result = corral(corrald, "logs", "--since", "abc", "nope", host=host)
+    assert (result.returncode, result.stderr) == (1, "corral: No such container: nope\n")

@@ -418,9 +418,11 @@ def _logs(parser: argparse.ArgumentParser) -> None:
 
 def cmd_logs(context, args) -> int:
     outputs = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
+    context.backend.inspect(args.container)  # as docker logs: no such container first
     for stream, data in context.backend.logs(
             args.container, stdout=True, stderr=True, follow=args.follow,
-            since=output.since_time(args.since), until=output.since_time(args.until),
+            since=output.since_time(args.since, "since"),
+            until=output.since_time(args.until, "until"),
             tail=_tail(args.tail), timestamps=args.timestamps):
         out = outputs.get(stream, sys.stdout.buffer)
         out.write(data)

@@ -131,9 +131,10 @@ def json_line(document: object) -> str:
     return json.dumps(document, separators=(",", ":"))
 
 
-def since_time(text: str | None) -> float | None:
+def since_time(text: str | None, flag: str | None = None) -> float | None:
     """--since/--until as Docker takes them: an RFC 3339 time, a UNIX time,
-    or a duration before now ("10m", "1h30m", "45s"); as UNIX seconds."""
+    or a duration before now ("10m", "1h30m", "45s"); as UNIX seconds. A bad
+    one exits with the docker CLI's words (``flag`` named as docker logs does)."""
     if not text:
         return None
     if text.replace(".", "", 1).isdigit():
@@ -153,8 +154,9 @@ def since_time(text: str | None) -> float | None:
         return time.time() - seconds
     parsed = parse_time(text)
     if parsed is None:
-        raise SystemExit(f"corral: '{text}' is not a time or a duration (2024-01-02T15:04:05Z, "
-                         f"1704207845 or 10m)")
+        named = f'invalid value for "{flag}": ' if flag else ""
+        raise SystemExit(f'corral: {named}failed to parse value as time or duration: '
+                         f'"{text}"')
     return parsed
 
 

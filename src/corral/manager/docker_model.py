@@ -14,6 +14,7 @@ it is set to anything but its zero value.
 from __future__ import annotations
 
 import copy
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -168,8 +169,8 @@ def _check_host_values(host: dict) -> None:
         if host[key] not in choices:
             raise InvalidArgument(f"HostConfig.{key}: '{host[key]}' is not supported "
                                   f"(one of {', '.join(c for c in choices if c)})")
-    for key in ("Memory", "MemoryReservation", "NanoCpus", "CpuShares", "ShmSize",
-                "CpuPeriod", "CpuQuota"):
+    for key in ("Memory", "MemoryReservation", "CpuShares", "ShmSize", "CpuPeriod",
+                "CpuQuota"):
         if host[key] < 0:
             raise InvalidArgument(f"HostConfig.{key}: must not be negative")
     if 0 < host["Memory"] < 6 * 1024 * 1024:
@@ -180,9 +181,20 @@ def _check_host_values(host: dict) -> None:
     if host["NanoCpus"] and (host["CpuQuota"] or host["CpuPeriod"]):
         raise InvalidArgument("Conflicting options: Nano CPUs and CPU Period cannot both "
                               "be set")
+    _check_nano_cpus(host["NanoCpus"])
     _check_restart(host["RestartPolicy"], host["AutoRemove"])
     _check_log_config(host["LogConfig"])
     _check_ulimits(host["Ulimits"] or [])
+
+
+def _check_nano_cpus(nano_cpus: int) -> None:
+    # Go's runtime.NumCPU, which dockerd counts by: the CPUs we may run on.
+    # As dockerd, no lower bound: a quota under the kernel's 1 ms fails the
+    # start (the message's 0.01 is Windows').
+    count = len(os.sched_getaffinity(0))
+    if nano_cpus < 0 or nano_cpus > count * 1_000_000_000:
+        raise InvalidArgument(f"Range of CPUs is from 0.01 to {count}.00, as there are "
+                              f"only {count} CPUs available")
 
 
 def _check_restart(policy: dict | None, auto_remove: bool) -> None:

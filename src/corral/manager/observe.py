@@ -22,6 +22,18 @@ MIN_API_VERSION = "1.24"
 _EVENT_POLL = 0.1
 
 
+def check_log_time(value: float | str | None) -> float | str | None:
+    """A logs since/until as dockerd's timetypes.ParseTimestamps reads it
+    (``SECONDS[.NANOS]``, Go's ParseInt on each part), with its error."""
+    if isinstance(value, str):
+        for part in value.split(".", 1):
+            digits = part[1:] if part[:1] in ("+", "-") else part
+            if not digits.isascii() or not digits.isdigit():
+                raise InvalidArgument(f'strconv.ParseInt: parsing "{part}": invalid '
+                                      f'syntax')
+    return value
+
+
 class Observing:
     """Mixin of Engine: the read-only views of containers."""
 
@@ -31,6 +43,7 @@ class Observing:
              timestamps: bool = False) -> Iterator[tuple[int, bytes]]:
         """``GET /containers/{id}/logs``: ``(stream, line)`` pairs."""
         container = self.resolve(ref)
+        since, until = check_log_time(since), check_log_time(until)
         path = self.directory(container.id) / f"{container.id}-json.log"
 
         def running() -> bool:

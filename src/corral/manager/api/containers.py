@@ -19,6 +19,7 @@ import threading
 from aiohttp import web
 
 from .. import errors
+from ..observe import check_log_time
 from . import hijack
 from .app import backend, engine, filters, query_bool, query_int, read_json, route
 from .streams import iterate
@@ -234,6 +235,8 @@ async def logs(request: web.Request) -> web.StreamResponse:
     service = backend(request)
     ref = request.match_info["id"]
     document = await service.call(method(request, "inspect"), ref)
+    for key in ("since", "until"):
+        check_log_time(request.query.get(key) or None)
     tty = bool(document["Config"].get("Tty"))
     tail_text = request.query.get("tail", "all")
     tail = None if tail_text in ("", "all") else query_int(request, "tail")
