@@ -71,9 +71,11 @@ class CorraldContestant(Contestant):
         return str(self.daemon.socket)
 
     def supervisors(self) -> list[int]:
+        # This daemon's only: shims and the template name its run directory.
         return [pid for pid in pids_named("corral") if any(
             mark in " ".join(peers._cmdline(pid)) for mark in
-            ("corral-shim", "corral.shim.main", "corral.shim.template"))]
+            ("corral-shim", "corral.shim.main", "corral.shim.template"))
+            and str(self.daemon.run_dir) in " ".join(peers._cmdline(pid))]
 
     def daemons(self) -> list[int]:
         return [self.daemon.process.pid]

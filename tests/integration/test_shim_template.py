@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -257,3 +258,39 @@ def test_engine_objects_on_one_root_share_the_template(engine):  # noqa: F811
         assert _template_of(engine, first) == _template_of(other, second)
     finally:
         other.close()
+
+
+def test_a_start_after_a_kill_before_the_fork_makes_one_shim(engine):  # noqa: F811
+    # The engine dies with its request queued at the template; a second start
+    # came before the fork and, finding no shim, made one of its own: two
+    # shims ran one container.
+    run(engine, "true")
+    [template_pid] = _templates(engine.run)
+    container_id = engine.create(body(engine, "sleep", "60"))["Id"]
+    os.kill(template_pid, signal.SIGSTOP)
+    try:
+        process = _start_elsewhere(engine, container_id)
+        marker = engine.state_dir(container_id) / template.SPAWNING
+        assert _wait_for(marker.exists)
+        time.sleep(0.3)
+        process.kill()
+        process.wait()
+    finally:
+        # The fork comes while the second start waits for it.
+        threading.Timer(0.5, os.kill, (template_pid, signal.SIGCONT)).start()
+    engine.start(container_id)
+    assert _wait_for(lambda: engine.inspect(container_id)["State"]["Running"])
+    time.sleep(0.5)
+    assert _shim_count(container_id) == 1
+
+
+def _shim_count(container_id: str) -> int:
+    count = 0
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if shims.looks_like_shim(args) and container_id.encode() in args:
+            count += 1
+    return count

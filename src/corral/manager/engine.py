@@ -142,7 +142,11 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking, VolumeOps):
         record = Container(container_id, name, "creating", time.time(), str(image.id),
                            image_ref, {"request": "pending"})
         with self._locked(container_id):
-            self.records.insert(record)
+            try:
+                self.records.insert(record)
+            except BaseException:
+                (self.run / "locks" / container_id).unlink(missing_ok=True)
+                raise
             try:
                 document = self._make(container_id, request, image, image_ref)
                 self.records.update(container_id, document=document, mark="created")
@@ -285,11 +289,13 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking, VolumeOps):
                 raise NotModified(f"container '{container.id}': already started")
             self._clear_run(container.id)
             self.release_network(container.id)  # of a run that ended by itself
-            self.network_up(container)
+            self.mount_rootfs(container.id)
             try:
+                self.network_up(container)
                 self._spawn(container)
             except BaseException:
                 self.release_network(container.id)
+                self.unmount_rootfs(container.id)
                 raise
         self._event(container, "start")
 
@@ -306,10 +312,10 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking, VolumeOps):
             log_max_size=docker_model.parse_size(log.get("max-size", "0")),
             log_max_file=int(log.get("max-file", "1")),
             name=container.name.lstrip("/"), image=container.config.get("Image", ""),
-            # --rm holds with no daemon: the shim runs the clean-up itself.
+            # --rm holds with no daemon: the shim runs the clean-up itself
+            # (which unmounts the rootfs, releases the network).
             exit_command=tuple(cleanup.command(self.root, self.run, container.id,
-                                               self.network_flags()))
-            if host.get("AutoRemove") or self.needs_network_cleanup(container) else ())
+                                               self.network_flags())))
         directory = self.directory(container.id)
         try:
             shims.spawn(container.id, bundle=directory,
@@ -343,6 +349,13 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking, VolumeOps):
         while runtime_state.exists() and shims.shim_alive(state_dir) and \
                 time.monotonic() < deadline:
             time.sleep(0.005)
+        # A template may still be forking the shim an engine killed mid-start
+        # asked for: wait for it to show, so that it is killed here and not
+        # left to run the container beside the shim this start makes.
+        deadline = time.monotonic() + 5.0
+        while shims.spawning(state_dir) and not shims.shim_alive(state_dir) and \
+                time.monotonic() < deadline:
+            time.sleep(0.01)
         shims.kill_shim(state_dir)
         # Only when the runtime still has the container: a runtime call costs
         # a Python start, on every container start.
@@ -373,6 +386,7 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking, VolumeOps):
         self._shim(container, {"op": "stop", "signal": number,
                                "timeout": -1 if timeout < 0 else timeout}, None)
         self.release_if_stopped(container.id)
+        self.unmount_if_stopped(container.id)
         self._event(container, "stop")
 
     def _mark_stopped(self, container: Container) -> None:

@@ -313,12 +313,12 @@ def running_shims(state_root: Path) -> set[str]:
     with contextlib.suppress(FileNotFoundError):
         for directory in os.scandir(state_root):
             if directory.is_dir() and (shim_alive(Path(directory.path))
-                                       or _spawning(Path(directory.path))):
+                                       or spawning(Path(directory.path))):
                 ids.add(directory.name)
     return ids
 
 
-def _spawning(state_dir: Path) -> bool:
+def spawning(state_dir: Path) -> bool:
     """Whether the engine's mark says a template may be forking this
     directory's shim: the template lives, and the mark is recent. A mark
     left by an engine killed before its request went out would otherwise
