@@ -221,7 +221,8 @@ def test_network_lifecycle_and_bad_input(networks):
 
 SHARED_CHAINS = {"INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING",
                  "CNI-FORWARD", "CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-MASQ",
-                 "CNI-HOSTPORT-SETMARK", "CORRAL-ISOLATION", "CORRAL-ISOLATION-2"}
+                 "CNI-HOSTPORT-SETMARK", "CORRAL-FORWARD", "CORRAL-ISOLATION",
+                 "CORRAL-ISOLATION-2"}
 
 
 def _rules() -> list[str]:
@@ -366,3 +367,88 @@ def test_requested_address_and_failed_first_attach(networks):
     netns2 = networks.create_netns("c2")
     with pytest.raises(NetworkConflict, match="Address already in use"):
         networks.attach("fixed", "c2", netns2, name="c2", ip=f"{prefix}.200")
+
+
+# Run under `unshare --net`: a host of its own whose FORWARD policy is DROP
+# (as dockerd leaves a host), so the policy of the real host, where others
+# work at the same time, is not touched; the namespace takes it away.
+FORWARD_DROP = r"""
+import json, subprocess, sys, tempfile, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from corral.network import PortMapping
+from tests.integration.network_fixtures import (make_networks, ns_run, teardown,
+                                                unique_bridge, unique_subnet)
+ACCEPTOR = ("import socket, sys; s = socket.socket(); s.bind(('0.0.0.0', "
+            "int(sys.argv[1]))); s.listen(); print('ready', flush=True)\n"
+            "while True: s.accept()[0].close()")
+CONNECT = ("import socket, sys; socket.create_connection((sys.argv[1], "
+           "int(sys.argv[2])), 2).close()")
+
+def serve(netns, port):
+    server = subprocess.Popen(["nsenter", f"--net={netns}", sys.executable, "-c",
+                               ACCEPTOR, str(port)], stdout=subprocess.PIPE, text=True)
+    assert server.stdout.readline().strip() == "ready"
+    return server
+
+def connects(netns, address, port):
+    command = [sys.executable, "-c", CONNECT, address, str(port)]
+    if netns:
+        return ns_run(netns, *command).returncode == 0
+    return subprocess.run(command, capture_output=True).returncode == 0
+
+def user(networks, name, **options):
+    return networks.create(name, subnet=unique_subnet(), options={
+        "com.docker.network.bridge.name": unique_bridge()}, **options)
+
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+subprocess.run(["iptables", "-P", "FORWARD", "DROP"], check=True)
+networks = make_networks(Path(tempfile.mkdtemp()))
+servers, found = [], {}
+try:
+    found["policy"] = subprocess.run(["iptables", "-S", "FORWARD"], check=True,
+                                     capture_output=True, text=True).stdout.split("\n")[0]
+    uplink, far = unique_bridge(), unique_bridge()
+    remote = networks.create_netns("remote")
+    subprocess.run(["ip", "link", "add", uplink, "type", "veth", "peer", "name", far,
+                    "netns", str(remote)], check=True)
+    subprocess.run(["ip", "addr", "add", "192.0.2.1/24", "dev", uplink], check=True)
+    subprocess.run(["ip", "link", "set", uplink, "up"], check=True)
+    ns_run(remote, "ip", "addr", "add", "192.0.2.2/24", "dev", far, check=True)
+    ns_run(remote, "ip", "link", "set", far, "up", check=True)
+    for name, options in (("a", {}), ("b", {}), ("closed", {"internal": True})):
+        user(networks, name, **options)
+    ns = {c: networks.create_netns(c) for c in ("c1", "c2", "c3", "c4")}
+    servers += [serve(ns["c1"], 8000), serve(remote, 9000)]
+    one = networks.attach("a", "c1", ns["c1"], name="c1", ports=[PortMapping(8000)])
+    port = one.ports[0].host_port
+    networks.attach("a", "c2", ns["c2"], name="c2")
+    networks.attach("b", "c3", ns["c3"], name="c3")
+    networks.attach("closed", "c4", ns["c4"], name="c4")
+    found.update({
+        "same network": connects(ns["c2"], one.ip, 8000),
+        "other network": connects(ns["c3"], one.ip, 8000),
+        "published, loopback": connects(None, "127.0.0.1", port),
+        "published, from outside": connects(remote, "192.0.2.1", port),
+        "outbound": connects(ns["c2"], "192.0.2.2", 9000),
+        "internal, outbound": connects(ns["c4"], "192.0.2.2", 9000)})
+finally:
+    for server in servers:
+        server.kill()
+    teardown(networks)
+    subprocess.run(["iptables", "-P", "FORWARD", "ACCEPT"], check=True)
+print(json.dumps(found))
+"""
+
+
+def test_forward_policy_drop():
+    # dockerd sets FORWARD's policy to DROP: our per-network rules must
+    # still forward what Docker forwards, and no more.
+    root = str(Path(__file__).resolve().parents[2])
+    done = subprocess.run(["unshare", "--net", sys.executable, "-c", FORWARD_DROP,
+                           root], capture_output=True, text=True, timeout=60, cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == {
+        "policy": "-P FORWARD DROP", "same network": True, "other network": False,
+        "published, loopback": True, "published, from outside": True,
+        "outbound": True, "internal, outbound": False}

@@ -29,7 +29,8 @@ def network(**changes) -> Network:
 def test_bridge_network_list():
     config = conflist.build(network(), "/lib/ipam")
     assert config["cniVersion"] == "1.0.0" and config["name"] == "web"
-    bridge, portmap, firewall = config["plugins"]
+    # No firewall plugin: firewall.py accepts forwarding per network.
+    bridge, portmap = config["plugins"]
     assert bridge["type"] == "bridge" and bridge["bridge"] == "br-ffff"
     assert bridge["isGateway"] and bridge["hairpinMode"] and not bridge["ipMasq"]
     ipam = bridge["ipam"]
@@ -37,7 +38,6 @@ def test_bridge_network_list():
     assert ipam["ranges"] == [[{"subnet": "10.5.0.0/16", "gateway": "10.5.0.1",
                                 "rangeStart": "10.5.0.1", "rangeEnd": "10.5.255.254"}]]
     assert portmap["capabilities"] == {"portMappings": True} and portmap["snat"]
-    assert firewall["iptablesAdminChainName"] == conflist.ADMIN_CHAIN
 
 
 def test_internal_range_mtu_and_sysctls():
@@ -63,6 +63,7 @@ def test_runtime_config_only_for_declared_capabilities():
                           "ips": ["10.5.0.9/16"]})
     bridge = cni._config(listing, listing["plugins"][0], rt, None)
     portmap = cni._config(listing, listing["plugins"][1], rt, {"ips": []})
+    listing["plugins"].append({"type": "firewall"})
     firewall = cni._config(listing, listing["plugins"][2], rt, None)
     assert bridge["runtimeConfig"] == {"ips": ["10.5.0.9/16"]}
     assert portmap["runtimeConfig"] == {"portMappings": [

@@ -18,13 +18,14 @@ on DEL. Ours, for every bridge network:
 - ``portmap`` with the ``portMappings`` capability (CONVENTIONS.md): DNAT
   from the host, ``snat`` so that 127.0.0.1:PORT works (portmap sets
   route_localnet on the bridge itself);
-- ``firewall`` (iptables backend): accepts the containers' traffic in
-  FORWARD even where its policy is DROP; its admin chain, evaluated first, is
-  where `firewall.py` puts the isolation rules between networks;
+- not ``firewall``: what it accepts in FORWARD per container (at one
+  iptables run per rule, on every ADD and DEL) `firewall.py` accepts per
+  network, as Docker does, with the isolation between networks;
 - ``tuning``, only when options ask for sysctls (none by default).
 
 The plugins are Debian's containernetworking-plugins 1.1.1: they accept
-cniVersion 1.0.0 (firewall only from 0.4.0).
+cniVersion 1.0.0. A DEL runs the list its ADD cached, whatever we generate
+today.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from .models import Network
 from .subnets import Addressing
 
 CNI_VERSION = "1.0.0"
-ADMIN_CHAIN = "CORRAL-ISOLATION"
 
 # Docker's driver options that map onto the bridge plugin.
 OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
@@ -49,9 +49,7 @@ def build(network: Network, ipam_dir: str) -> dict:
     """The configuration list of ``network``; IPAM leases go to ``ipam_dir``."""
     plugins = [_bridge(network, ipam_dir),
                {"type": "portmap", "capabilities": {"portMappings": True},
-                "snat": True},
-               {"type": "firewall", "backend": "iptables",
-                "iptablesAdminChainName": ADMIN_CHAIN}]
+                "snat": True}]
     sysctls = {key[len("sysctl."):]: value for key, value in network.options.items()
                if key.startswith("sysctl.")}
     if sysctls:
