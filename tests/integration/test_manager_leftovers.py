@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,77 @@ def test_corral_logs_with_a_bad_since_says_what_docker_logs_says(corrald, host):
            'duration: "abc"\n')
     result = corral(corrald, "logs", "--since", "abc", "nope", host=host)
     assert (result.returncode, result.stderr) == (1, "corral: No such container: nope\n")
+
+
+# 3. Locks of failed creates, the rootfs of a container not running -------------------
+
+def test_a_create_refused_for_its_name_leaves_no_lock(engine):
+    engine.create({"Image": engine.image}, name="taken")
+    locks = set(os.listdir(engine.run / "locks"))
+    with pytest.raises(errors.Conflict):
+        engine.create({"Image": engine.image}, name="taken")
+    assert set(os.listdir(engine.run / "locks")) == locks
+
+
+def rootfs_mounted(engine, container_id: str) -> bool:
+    return os.path.ismount(engine.directory(container_id) / "rootfs")
+
+
+def wait_until(predicate, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.mark.parametrize("network", ["none", "host"])
+def test_an_exit_nobody_watches_unmounts_the_rootfs(engine, network):
+    body = {"Image": engine.image, "Cmd": ["sh", "-c", "cat /kept; echo kept > /kept"],
+            "HostConfig": {"NetworkMode": network}}
+    container_id = engine.create(body)["Id"]
+    engine.start(container_id)
+    # The shim's exit command does it; the engine is not asked.
+    assert wait_until(lambda: not rootfs_mounted(engine, container_id))
+    engine.start(container_id)  # mounted again, with what the first run wrote
+    engine.wait(container_id)
+    assert [line for _, line in engine.logs(container_id, stderr=False)] == [b"kept\n"]
+
+
+def test_restarts_by_the_policy_keep_the_rootfs_and_the_last_exit_unmounts_it(engine):
+    body = {"Image": engine.image, "Cmd": ["sh", "-c", "sleep 0.3; exit 3"],
+            "HostConfig": {"NetworkMode": "none",
+                           "RestartPolicy": {"Name": "on-failure",
+                                             "MaximumRetryCount": 2}}}
+    container_id = engine.create(body)["Id"]
+    engine.start(container_id)
+    assert wait_until(lambda: engine.inspect(container_id)["RestartCount"] >= 1)
+    assert rootfs_mounted(engine, container_id)
+    assert wait_until(lambda: engine.inspect(container_id)["State"]["Status"]
+                      == "exited")
+    assert wait_until(lambda: not rootfs_mounted(engine, container_id))
+
+
+def test_stop_unmounts_the_rootfs(engine):
+    body = {"Image": engine.image, "Cmd": ["sleep", "30"],
+            "HostConfig": {"NetworkMode": "none"}}
+    container_id = engine.create(body)["Id"]
+    engine.start(container_id)
+    assert rootfs_mounted(engine, container_id)
+    engine.stop(container_id, timeout=0)
+    assert not rootfs_mounted(engine, container_id)
+
+
+def test_reconcile_unmounts_the_rootfs_of_a_run_whose_shim_died(engine):
+    body = {"Image": engine.image, "Cmd": ["sleep", "30"],
+            "HostConfig": {"NetworkMode": "none"}}
+    container_id = engine.create(body)["Id"]
+    engine.start(container_id)
+    state = json.loads((engine.state_dir(container_id) / "state.json").read_text())
+    os.kill(state["shim_pid"], 9)
+    os.kill(state["pid"], 9)
+    assert wait_until(lambda: not engine.inspect(container_id)["State"]["Running"])
+    assert rootfs_mounted(engine, container_id)
+    engine.reconcile()
+    assert not rootfs_mounted(engine, container_id)

@@ -292,6 +292,25 @@ def bundle_exists(store: Store, key: str) -> bool:
     return True
 
 
+def mount_rootfs(store: Store, bundle: Path, key: str) -> None:
+    """Mount snapshot ``key`` at ``bundle/rootfs`` again after
+    ``unmount_rootfs`` (or a reboot); nothing while it is mounted."""
+    from .mount import mount_all
+
+    rootfs = bundle / "rootfs"
+    if not is_mount_point(rootfs):
+        mount_all(store.snapshots.mounts(key), rootfs)
+
+
+def unmount_rootfs(bundle: Path) -> None:
+    """Unmount ``bundle/rootfs`` and keep the snapshot (its changes stay)."""
+    from .mount import unmount
+
+    rootfs = bundle / "rootfs"
+    if is_mount_point(rootfs):
+        unmount(rootfs)
+
+
 def remove_bundle(store: Store, bundle: Path, key: str) -> None:
     """Unmount and forget what ``create_bundle`` made (the snapshot too)."""
     from .mount import unmount

@@ -1,6 +1,7 @@
 """``python -m corral.manager.cleanup --root R --run RUN ID``: what a
 container's shim runs once the container is gone for good, so that
-AutoRemove (``--rm``) holds with no daemon running (podman's conmon runs
+AutoRemove (``--rm``) holds, and the rootfs is unmounted and the network
+released, with no daemon running (podman's conmon runs
 ``podman container cleanup`` the same way)."""
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         # No restart follows: the container's network is released too.
         if not engine.remove_if_auto(args.container_id):
             engine.release_if_stopped(args.container_id)
+            engine.unmount_if_stopped(args.container_id)
     except Error as exc:
         print(f"corral cleanup: {exc}", file=sys.stderr)
         return 1

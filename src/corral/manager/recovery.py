@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from ..image import errors as image_errors
-from ..image.bundle import remove_bundle
+from ..image.bundle import mount_rootfs, remove_bundle, unmount_rootfs
 from . import shims
 from .errors import Error, NotFound
 from .filters import ContainerFilter
@@ -35,7 +35,34 @@ def _is_id(name: str) -> bool:
 
 
 class Recovery:
-    """Mixin of Engine: reconcile, boot and prune."""
+    """Mixin of Engine: reconcile, boot and prune; the rootfs mount of a run."""
+
+    # As Docker, a container's rootfs is mounted while it runs: from its
+    # start until an exit no restart follows (the stop, the shim's exit
+    # command, or reconcile for a run nobody watched end).
+    def mount_rootfs(self, container_id: str) -> None:
+        """Under the lock, before the shim: the rootfs of a start."""
+        try:
+            mount_rootfs(self.store, self.directory(container_id), container_id)
+        except (image_errors.Error, OSError) as exc:
+            raise Error(f"start container '{container_id}': mount rootfs: {exc}") from exc
+
+    def unmount_rootfs(self, container_id: str) -> None:
+        """Under the lock, for a container not running: its rootfs unmounted."""
+        try:
+            unmount_rootfs(self.directory(container_id))
+        except (image_errors.Error, OSError) as exc:
+            log.warning("unmount the rootfs of container %s: %s", container_id, exc)
+
+    def unmount_if_stopped(self, container_id: str) -> None:
+        """The rootfs of a container that has exited for good, unmounted."""
+        with self._locked(container_id):
+            try:
+                container = self.records.get(container_id)
+            except NotFound:
+                return
+            if container.mark == "created" and not self.state(container).running:
+                self.unmount_rootfs(container_id)
 
     def reconcile(self) -> dict:
         """Undo half-made creates, finish removals, remove orphans; what was done."""
@@ -68,6 +95,7 @@ class Recovery:
             shims.runtime(self.runtime_root, "delete", "--force", container_id,
                           check=False)
         self.release_network(container_id)
+        self.unmount_rootfs(container_id)
 
     def _remove_orphans(self, known: set[str], live: set[str]) -> list[str]:
         found = set()
