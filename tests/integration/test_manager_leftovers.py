@@ -243,3 +243,38 @@ def test_reconcile_unmounts_the_rootfs_of_a_run_whose_shim_died(engine):
     assert rootfs_mounted(engine, container_id)
     engine.reconcile()
     assert not rootfs_mounted(engine, container_id)
+
+
+# 4. top's ps options ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sleeper(corrald):
+    """A running container of corrald's, named ``sleeper``."""
+    corrald.ok("run", "-d", "--name", "sleeper", "--network", "none", peers.IMAGE,
+               "sleep", "300")
+    yield "sleeper"
+    corrald.docker("rm", "-f", "sleeper")
+
+
+@pytest.mark.parametrize("host", [False, True])
+def test_corral_top_passes_ps_options(corrald, sleeper, host):
+    result = corral(corrald, "top", sleeper, "-o", "pid,comm", host=host)
+    assert result.returncode == 0, result.stderr
+    pid = corrald.ok("inspect", "--format", "{{.State.Pid}}", sleeper).strip()
+    # docker top's table: cells padded to 20 at least
+    assert result.stdout == f"PID                 COMMAND\n{pid:<20}sleep\n"
+    assert corral(corrald, "top", sleeper, host=host).stdout.startswith(
+        "UID                 PID                 PPID ")
+
+
+def test_docker_top_through_corrald_takes_ps_options_and_errors_as_dockerd(corrald,
+                                                                            sleeper):
+    assert corrald.ok("top", sleeper, "-o", "pid,comm").startswith(
+        "PID                 COMMAND\n")
+    for args, message in ((("-o", "comm"), "Couldn't find PID field in ps output"),
+                          (("--bogus",), "ps: error: unknown gnu long option")):
+        result = corrald.docker("top", sleeper, *args)
+        assert (result.returncode, result.stderr) == (
+            1, f"Error response from daemon: {message}\n")
+    status, body, _ = corrald.request("GET", f"/containers/{sleeper}/top?ps_args=aux")
+    assert status == 200 and json.loads(body)["Titles"][:2] == ["USER", "PID"]

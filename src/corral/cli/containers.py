@@ -483,13 +483,15 @@ def cmd_inspect(context, args) -> int:
 def _top(parser: argparse.ArgumentParser) -> None:
     """show the processes of a container"""
     parser.add_argument("container", metavar="CONTAINER")
-    parser.add_argument("ps_args", nargs="*", metavar="PS_OPTIONS")
+    # REMAINDER: ps's own options (-o pid,comm) are not top's.
+    parser.add_argument("ps_args", nargs=argparse.REMAINDER, metavar="PS_OPTIONS")
     parser.set_defaults(func=cmd_top)
 
 
 def cmd_top(context, args) -> int:
     result = context.backend.top(args.container, " ".join(args.ps_args) or "-ef")
-    output.table(result["Titles"], [list(map(str, p)) for p in result["Processes"]])
+    output.table(result["Titles"], [list(map(str, p)) for p in result["Processes"]],
+                 min_width=20)  # docker top's tabwriter: cells of 20 at least
     return 0
 
 

@@ -60,13 +60,15 @@ def ago(timestamp: float | None, now: float | None = None) -> str:
     return f"{int(days / 365)} years ago"
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]], out=None) -> None:
-    """Columns padded to their widest cell plus three spaces, as Docker's
-    tabwriter does; the last column is not padded."""
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], out=None,
+          min_width: int = 0) -> None:
+    """Columns padded to their widest cell plus three spaces, and to at least
+    ``min_width``, as Docker's tabwriter does; the last column is not padded."""
     out = out or sys.stdout
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
     for line in [headers, *rows]:
-        cells = [cell.ljust(widths[i] + 3) for i, cell in enumerate(line[:-1])]
+        cells = [cell.ljust(max(widths[i] + 3, min_width))
+                 for i, cell in enumerate(line[:-1])]
         out.write("".join(cells) + line[-1] + "\n")
 
 

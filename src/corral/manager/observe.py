@@ -70,7 +70,9 @@ class Observing:
             output = subprocess.run(["ps", *ps_args.split()], capture_output=True,
                                     text=True, check=True).stdout
         except subprocess.CalledProcessError as exc:
-            raise InvalidArgument(f"ps: {exc.stderr.strip()}") from exc
+            # dockerd's words and status (500): the first line ps wrote.
+            first = (exc.stderr.strip().splitlines() or [str(exc)])[0]
+            raise Error(f"ps: {first}") from exc
         return parse_ps(output, pids)
 
     def stats(self, ref: str, *, stream: bool = True) -> Iterator[dict]:
@@ -150,7 +152,7 @@ def parse_ps(output: str, pids: set[int]) -> dict:
         raise Error("ps: no output")
     titles = lines[0].split()
     if "PID" not in titles:
-        raise InvalidArgument(f"Couldn't find PID field in ps output: {lines[0]}")
+        raise Error("Couldn't find PID field in ps output")
     column = titles.index("PID")
     processes = []
     for line in lines[1:]:
