@@ -15,6 +15,7 @@ import random
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -38,7 +39,9 @@ def leftovers(engine, *extra: str) -> dict:
     """What the engine's networks leave on the host: veths on their bridges,
     firewall rules naming one of ``extra`` (container IDs and addresses, bridges),
     netns mounts.
-    Only ours: other tests on this machine make their own at the same time."""
+    Only ours: other tests on this machine make their own at the same time.
+    Counted once the engine's releases after removals have ended."""
+    engine.wait_releases()
     tags = [t for t in extra if t]
     bridges = [n.bridge for n in engine.networks.list() if n.driver == "bridge"]
     veths = [line for bridge in bridges for line in subprocess.run(
@@ -350,3 +353,73 @@ def test_restarts_by_the_policy_keep_the_namespace(engine):
         time.sleep(0.1)
     out = logs(engine, container_id)
     assert out.count("inet ") == 3, out
+
+
+# Releases after the record ---------------------------------------------------------
+
+def test_network_rm_right_after_rm_finishes_the_pending_release(engine):
+    # rm returns with the DELs still on their way, in this engine's worker or
+    # in another process (here one killed before it released anything):
+    # network rm waits for the first, and finishes the second itself.
+    for crash in (False, True):
+        engine.network_create({"Name": "brief", "IPAM": {"Config": [
+            {"Subnet": unique_subnet()}]}})
+        container_id = run(engine, "sleep 300", HostConfig={
+            "NetworkMode": "brief",
+            "PortBindings": {"80/tcp": [{"HostPort": str(free_port())}]}})
+        ip = engine.inspect(container_id)["NetworkSettings"]["Networks"][
+            "brief"]["IPAddress"]
+        tags = [container_id, f"{ip}/", engine.networks.get("brief").bridge]
+        if crash:
+            remove_cut_short(engine, container_id)
+            assert engine.networks.attachments(container_id=container_id)
+        else:
+            engine.remove(container_id, force=True)
+        with pytest.raises(errors.NotFound):
+            engine.inspect(container_id)
+        engine.network_remove("brief")
+        assert leftovers(engine, *tags) == NOTHING
+        assert not (engine.root / "cni" / "ipam" / "brief").exists()
+
+
+CUT_SHORT = """
+import os, sys
+from pathlib import Path
+from corral.manager.engine import Engine
+engine = Engine(Path(sys.argv[1]), Path(sys.argv[2]), default_bridge=sys.argv[3],
+                default_subnet=sys.argv[4])
+# The process dies once the record is gone, before the release.
+Engine.release_later = lambda self, container_id: os._exit(9)
+engine.remove(sys.argv[5], force=True)
+"""
+
+
+def remove_cut_short(engine, container_id: str) -> None:
+    """``rm -f`` in another process that dies between record and release."""
+    killed = subprocess.run([sys.executable, "-c", CUT_SHORT, str(engine.root),
+                             str(engine.run), engine.default_bridge,
+                             engine.default_subnet, container_id], timeout=60)
+    assert killed.returncode == 9
+
+
+def test_a_crash_between_record_and_release_is_finished_by_reconcile(engine):
+    port = free_port()
+    container_id = run(engine, "sleep 300", HostConfig={
+        "PortBindings": {"80/tcp": [{"HostPort": str(port)}]}})
+    ip = engine.inspect(container_id)["NetworkSettings"]["IPAddress"]
+    tags = [container_id, f"{ip}/"]
+    remove_cut_short(engine, container_id)
+    with pytest.raises(errors.NotFound):
+        engine.inspect(container_id)
+    held = leftovers(engine, *tags)
+    assert held["veths"] == 1 and held["netns"] == 1 and held["rules"]
+    assert engine.networks.attachments(container_id=container_id)
+    # The port is still the dead container's: nobody else gets it yet.
+    with pytest.raises(errors.Error, match="already allocated"):
+        run(engine, "true", HostConfig={
+            "PortBindings": {"80/tcp": [{"HostPort": str(port)}]}})
+    assert container_id in engine.reconcile()["orphans"]
+    assert leftovers(engine, *tags) == NOTHING
+    assert engine.networks.attachments() == []
+    leases = engine.root / "cni" / "ipam" / "bridge"
+    assert ip not in {p.name for p in leases.iterdir()}

@@ -105,12 +105,26 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking, VolumeOps):
     @contextlib.contextmanager
     def _locked(self, container_id: str) -> Iterator[None]:
         path = self.run / "locks" / container_id
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX)
+            # The holder before us may have unlinked the file (its container
+            # gone): lock the path's file, not a lost one.
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    break
+            os.close(fd)
+        try:
             yield
         finally:
-            os.close(fd)
+            try:
+                self.records.get(container_id)
+            except NotFound:
+                # No lock file outlives its container (a refused create, a
+                # clean-up after the removal).
+                path.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
 
     def _event(self, container: Container, action: str, **extra: str) -> None:
         attributes = {"image": container.image_ref, "name": container.name,
@@ -142,11 +156,7 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking, VolumeOps):
         record = Container(container_id, name, "creating", time.time(), str(image.id),
                            image_ref, {"request": "pending"})
         with self._locked(container_id):
-            try:
-                self.records.insert(record)
-            except BaseException:
-                (self.run / "locks" / container_id).unlink(missing_ok=True)
-                raise
+            self.records.insert(record)
             try:
                 document = self._make(container_id, request, image, image_ref)
                 self.records.update(container_id, document=document, mark="created")
@@ -516,8 +526,8 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking, VolumeOps):
                              {"op": "stop", "signal": 9, "timeout": 0}, 30)
 
     def _destroy(self, container_id: str, *, volumes: bool = False) -> None:
-        """Everything of a container but its events, gone; the record last."""
-        released = self.releasing_network(container_id)  # alongside the rest
+        """Everything of a container but its events, gone; the record last,
+        then its network, in the background (networking.py says why)."""
         try:
             self._clear_run(container_id)
             directory = self.directory(container_id)
@@ -525,12 +535,14 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking, VolumeOps):
                 remove_bundle(self.store, directory, container_id)
             except (image_errors.Error, OSError) as exc:
                 raise Error(f"remove container '{container_id}': {exc}") from exc
-        finally:
-            released()
+        except BaseException:
+            self.release_network(container_id)
+            raise
         shutil.rmtree(directory, ignore_errors=True)
         (self.run / "locks" / container_id).unlink(missing_ok=True)
         self._release_mounts(container_id, anonymous=volumes)
         self.records.delete(container_id)
+        self.release_later(container_id)
 
     def remove_if_auto(self, ref: str) -> bool:
         """Remove the container if it asked for AutoRemove and has exited."""

@@ -115,11 +115,14 @@ class NetworkResources:
         if network.name in PREDEFINED:
             raise Forbidden(f"{network.name} is a pre-defined network and cannot be "
                             f"removed")
+        # A container just removed may still be releasing its endpoint.
+        self.finish_releases(network.id)
         with translated():
             self.networks.remove(network.id)
 
     def network_prune(self, filters: dict | None = None) -> dict:
         """``POST /networks/prune``: the user networks no container is on."""
+        self.finish_releases()
         if not filters:
             with translated():
                 deleted = list(self.networks.prune())

@@ -27,7 +27,6 @@ import ipaddress
 import logging
 import os
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 from . import ports
@@ -136,6 +135,7 @@ class Networking(NetworkResources):
         removed), under the network layer's lock that creates take."""
         if self._networks is None:
             return
+        self.wait_releases()
         directory = self.run / "netns"
         with contextlib.suppress(OSError), self._networks._locked():
             if _mounted_here(directory) and not any(directory.iterdir()):
@@ -297,27 +297,59 @@ class Networking(NetworkResources):
                     log.warning("detach container %s: %s", container_id, exc)
             self.networks.remove_netns(container_id)
 
-    def releasing_network(self, container_id: str) -> Callable[[], None]:
-        """``release_network`` in a thread of its own (the CNI DELs are most of
-        a removal's time, and wait on plugin processes); the returned call
-        waits for it and raises what it raised."""
-        failure: list[BaseException] = []
+    # A removal releases the network after the record is gone, in a worker:
+    # the CNI DELs (~150 ms) are then off the path of `docker run --rm`,
+    # which waits for the record only. It is safe because what a new
+    # container could be given back (the IPAM lease, the host ports: the
+    # attachment's row) is freed by the DEL itself, never before; a crash
+    # before the end leaves a namespace or an attachment no record owns,
+    # which reconcile releases (network_leftovers); and a network rm or
+    # prune first finishes what is pending (finish_releases).
 
+    def release_later(self, container_id: str) -> None:
+        """``release_network`` of a container whose record is gone, in a
+        worker thread of this process (`close_networks` waits for it)."""
         def release() -> None:
             try:
                 self.release_network(container_id)
-            except BaseException as exc:  # raised again by the caller
-                failure.append(exc)
+            except (Error, OSError) as exc:
+                log.warning("release network of container %s: %s", container_id,
+                            exc)
+            finally:
+                with self._networks_lock:
+                    self._pending_releases().pop(container_id, None)
 
         worker = threading.Thread(target=release, name=f"release-{container_id[:12]}")
+        with self._networks_lock:
+            self._pending_releases()[container_id] = worker
         worker.start()
 
-        def join() -> None:
-            worker.join()
-            if failure:
-                raise failure[0]
+    def finish_releases(self, network_id: str | None = None) -> None:
+        """Wait for this process's pending releases, then release what
+        containers with no record still hold (on one network, or any): a
+        release another process has on its way, or one a crash cut short."""
+        self.wait_releases()
+        with translated():
+            attached = self.networks.attachments(network=network_id)
+        for container_id in dict.fromkeys(a.container_id for a in attached):
+            try:
+                self.records.get(container_id)
+            except NotFound:
+                self.release_network(container_id)
 
-        return join
+    def wait_releases(self) -> None:
+        """Until this process's release workers have ended."""
+        while True:
+            with self._networks_lock:
+                workers = list(self._pending_releases().values())
+            if not workers:
+                return
+            for worker in workers:
+                worker.join()
+
+    def _pending_releases(self) -> dict[str, threading.Thread]:
+        """Container ID -> its release worker; the caller holds _networks_lock."""
+        return self.__dict__.setdefault("_pending", {})
 
     def rename_on_networks(self, container_id: str, name: str) -> None:
         """The new name is what the resolver answers for."""

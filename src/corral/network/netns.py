@@ -20,6 +20,7 @@ and does not keep a removed namespace alive.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import socket
@@ -64,7 +65,9 @@ def remove(directory: Path, container_id: str) -> None:
         try:
             _syscalls.umount2(str(path), _syscalls.MNT_DETACH)
         except OSError as exc:
-            raise NetworkError(f"remove netns '{path}': {exc.strerror}") from exc
+            # EINVAL: no longer a mount point, another releaser was first.
+            if exc.errno != errno.EINVAL:
+                raise NetworkError(f"remove netns '{path}': {exc.strerror}") from exc
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
 
