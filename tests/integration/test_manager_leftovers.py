@@ -181,6 +181,16 @@ def test_a_create_refused_for_its_name_leaves_no_lock(engine):
     assert set(os.listdir(engine.run / "locks")) == locks
 
 
+def test_run_rm_leaves_no_lock(corrald):
+    before = set(os.listdir(corrald.run_dir / "locks"))
+    for host in (False, True):
+        result = corral(corrald, "run", "--rm", "--network", "none", peers.IMAGE, "true",
+                        host=host)
+        assert result.returncode == 0, result.stderr
+    # The shim's exit command may come last: give it its moment.
+    assert wait_until(lambda: set(os.listdir(corrald.run_dir / "locks")) <= before)
+
+
 def rootfs_mounted(engine, container_id: str) -> bool:
     return os.path.ismount(engine.directory(container_id) / "rootfs")
 
@@ -278,3 +288,46 @@ def test_docker_top_through_corrald_takes_ps_options_and_errors_as_dockerd(corra
             1, f"Error response from daemon: {message}\n")
     status, body, _ = corrald.request("GET", f"/containers/{sleeper}/top?ps_args=aux")
     assert status == 200 and json.loads(body)["Titles"][:2] == ["USER", "PID"]
+
+
+# 5. Supplementary groups ---------------------------------------------------------------
+
+USERS_IMAGE = "corral.test/users:1"
+GROUPS = ("root:x:0:\nuser:x:1000:user\ntty:x:5:\naudio:x:29:user,other\n"
+          "video:x:44:other\nstaff:x:50:user\n")
+
+
+@pytest.fixture(scope="module")
+def users_image(corrald, rootfs_template, tmp_path_factory):
+    """busybox with /etc/group making ``user`` (uid 1000) a member of more."""
+    rootfs = tmp_path_factory.mktemp("users") / "rootfs"
+    shutil.copytree(rootfs_template, rootfs, symlinks=True)
+    (rootfs / "etc/group").write_text(GROUPS)
+    archive = peers.write_image_archive(rootfs, rootfs.parent / "users.tar",
+                                        USERS_IMAGE)
+    corrald.ok("load", "--input", str(archive))
+    return USERS_IMAGE
+
+
+# What dockerd 20.10 showed for each, with this /etc/group.
+@pytest.mark.parametrize("args, groups", [
+    (("-u", "1000"), "29 50 1000"),
+    (("-u", "user"), "29 50 1000"),
+    (("-u", "1000:1000"), "1000"),
+    (("-u", "1000:staff"), "50"),
+    (("-u", "4242"), "0"),
+    ((), "0"),
+    (("-u", "1000", "--group-add", "video", "--group-add", "777"), "29 44 50 777 1000"),
+    (("--group-add", "audio"), "0 29"),
+])
+def test_supplementary_groups_as_dockerd_gives_them(corrald, users_image, args, groups):
+    shown = corrald.ok("run", "--rm", "--network", "none", *args, users_image,
+                       "grep", "Groups", "/proc/self/status")
+    assert shown.split(None, 1)[1].split() == groups.split()
+
+
+def test_group_add_of_a_group_the_image_lacks_is_refused(corrald, users_image):
+    result = corrald.docker("create", "--group-add", "nosuch", users_image)
+    assert result.returncode == 1 and result.stderr == (
+        "Error response from daemon: Unable to find group nosuch: no matching entries "
+        "in group file\n")

@@ -102,9 +102,8 @@ def runtime_spec(config: ImageConfig, rootfs: Path, options: RunOptions = RunOpt
         raise InvalidArgument(f"working directory '{cwd}': must be an absolute path")
     process["cwd"] = cwd
     uid, gid, groups = resolve_user(rootfs, options.user or config.config.get("User") or "")
-    process["user"] = {"uid": uid, "gid": gid}
-    if groups:
-        process["user"]["additionalGids"] = groups
+    # As Docker: the supplementary groups include the primary one.
+    process["user"] = {"uid": uid, "gid": gid, "additionalGids": sorted({gid, *groups})}
     spec["root"] = {"path": str(rootfs), "readonly": False}
     if options.hostname:
         spec["hostname"] = options.hostname
@@ -131,6 +130,24 @@ def resolve_user(rootfs: Path, user: str) -> tuple[int, int, list[int]]:
             if login in members and entry[2].isdigit() and int(entry[2]) != gid:
                 extra.append(int(entry[2]))
     return uid, gid, sorted(set(extra))
+
+
+def resolve_groups(rootfs: Path, groups: list[str]) -> list[int]:
+    """The gids of ``--group-add`` entries: a name or gid of the image's
+    /etc/group, or a number it need not list (Docker's GetAdditionalGroups)."""
+    table = _read_table(rootfs, "etc/group")
+    found = []
+    for group in groups:
+        entry = next((e for e in table if len(e) >= 3 and e[2].isdigit()
+                      and group in (e[0], e[2])), None)
+        if entry is not None:
+            found.append(int(entry[2]))
+        elif group.isdigit():
+            found.append(_id(group, group))
+        else:
+            raise NotFound(f"Unable to find group {group}: no matching entries in "
+                           f"group file")
+    return found
 
 
 def _lookup_user(passwd: list[list[str]], name: str, user: str) -> tuple[int, int, str | None]:

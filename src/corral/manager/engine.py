@@ -178,7 +178,8 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking, VolumeOps):
         directory = self.directory(container_id)
         directory.mkdir(mode=0o710)
         config = request.config
-        hostname = config["Hostname"] or container_id[:12]
+        hostname = config["Hostname"] or _default_hostname(request.host_config,
+                                                           container_id)
         options = RunOptions(
             command=tuple(config["Cmd"]) if config["Cmd"] else None,
             entrypoint=(tuple(config["Entrypoint"]) if config["Entrypoint"] is not None
@@ -615,6 +616,14 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking, VolumeOps):
     def image_in_use(self, image_id: str) -> bool:
         """Whether a container was made from the image (rmi refuses it)."""
         return self.records.uses_image(str(image_id))
+
+
+def _default_hostname(host: dict, container_id: str) -> str:
+    """The host's name on the host's network or UTS namespace, as Docker;
+    else the short ID."""
+    if host["NetworkMode"] == "host" or host.get("UTSMode") == "host":
+        return os.uname().nodename
+    return container_id[:12]
 
 
 def _digest(text: str):

@@ -29,6 +29,8 @@ import signal as signals
 import stat
 from pathlib import Path
 
+from ..image import errors as image_errors
+from ..image.bundle import resolve_groups
 from ..oci import seccomp_profile
 from ..oci.spec import (
     DEFAULT_CAPABILITIES,
@@ -98,7 +100,7 @@ def build(spec: dict, request: CreateRequest, *, container_id: str, hostname: st
     _namespaces(linux, host)
     _security(spec, host)
     _mounts(spec, host, directory)
-    _process_extras(spec["process"], host)
+    _process_extras(spec["process"], host, directory / "rootfs")
     if host["Sysctls"]:
         linux["sysctl"] = dict(host["Sysctls"])
     if host["Init"]:
@@ -318,7 +320,7 @@ def _tmpfs(destination: str, options: str) -> dict:
             "options": base + given}
 
 
-def _process_extras(process: dict, host: dict) -> None:
+def _process_extras(process: dict, host: dict, rootfs: Path) -> None:
     limits = []
     for limit in host["Ulimits"] or []:
         name = f"RLIMIT_{limit['Name'].upper()}"
@@ -327,12 +329,10 @@ def _process_extras(process: dict, host: dict) -> None:
         limits.append({"type": name, "soft": limit["Soft"], "hard": limit["Hard"]})
     if limits:
         process["rlimits"] = limits
-    groups = []
-    for group in host["GroupAdd"] or []:
-        if not group.isdigit():
-            raise InvalidArgument(f"HostConfig.GroupAdd: '{group}': only numeric groups "
-                                  f"are supported")
-        groups.append(int(group))
+    try:
+        groups = resolve_groups(rootfs, host["GroupAdd"] or [])
+    except (image_errors.NotFound, image_errors.InvalidArgument) as exc:
+        raise InvalidArgument(str(exc)) from exc
     if groups:
         user = process["user"]
         user["additionalGids"] = sorted(set(user.get("additionalGids", []) + groups))
