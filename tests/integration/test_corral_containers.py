@@ -215,3 +215,12 @@ def test_piped_stdin_keeps_the_exit_code(corral, busybox_image):
     result = corral("run", "-i", "--rm", busybox_image, "sh", "-c", "exit 5",
                     input=b"\n", check=False)
     assert result.returncode == 5, result.stderr
+
+
+def test_foreground_run_rm_takes_its_anonymous_volumes(corral, busybox_image):
+    # The CLI's own removal after a foreground --rm run left them behind.
+    corral("run", "--rm", "-v", "/anon", busybox_image, "true")
+    corral("run", "--rm", "-v", "/anon", busybox_image, "nosuchcommand", check=False)
+    corral("volume", "create", "kept")
+    corral("run", "--rm", "-v", "kept:/kept", busybox_image, "true")
+    assert corral("volume", "ls", "-q").stdout.split() == ["kept"]

@@ -3,6 +3,7 @@ that once went wrong."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -49,3 +50,25 @@ def test_events_without_since_start_now(engine):  # noqa: F811
     new = engine.create(body(engine, "true"))["Id"]
     reader.join(10)
     assert seen == [new] and old not in seen
+
+
+def _output(engine, **extra) -> str:  # noqa: F811
+    container = engine.create(body(engine, **extra))["Id"]
+    engine.start(container)
+    assert engine.wait(container)["StatusCode"] == 0
+    return b"".join(data for _, data in engine.logs(container)).decode()
+
+
+def test_a_bind_of_a_host_file_with_binds(engine, tmp_path):  # noqa: F811
+    # -v FILE:/path failed: "mkdir FILE: file exists".
+    source = tmp_path / "host-file"
+    source.write_text("from the host\n")
+    text = _output(engine, Cmd=["cat", "/etc/hh"],
+                   HostConfig={"Binds": [f"{source}:/etc/hh:ro"]})
+    assert text == "from the host\n"
+
+
+def test_the_host_network_gives_the_hosts_name(engine):  # noqa: F811
+    # It gave the short ID, where Docker gives the host's name.
+    text = _output(engine, Cmd=["hostname"], HostConfig={"NetworkMode": "host"})
+    assert text.strip() == os.uname().nodename

@@ -150,7 +150,8 @@ def _run_attached(backend, container_id: str, args) -> int:
         except Exception as exc:
             sock.close()
             if args.rm:
-                _quietly(backend.remove, container_id, force=True)
+                # --rm takes the anonymous volumes too, as docker's.
+                _quietly(backend.remove, container_id, force=True, volumes=True)
             return _report(exc)
         with _forwarding_signals(backend, container_id, enabled=not args.tty):
             if relay(sock, tty=args.tty, stdin=args.interactive,
@@ -161,7 +162,7 @@ def _run_attached(backend, container_id: str, args) -> int:
         sock.close()
     status = backend.wait(container_id)["StatusCode"]
     if args.rm:
-        _quietly(backend.remove, container_id, force=True)
+        _quietly(backend.remove, container_id, force=True, volumes=True)
     return status
 
 

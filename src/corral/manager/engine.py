@@ -340,8 +340,9 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking, VolumeOps):
             self.records.update(container.id, last_state=failed.__dict__)
             if host.get("AutoRemove"):
                 # As dockerd: --rm removes a container whose start failed
-                # (docker run --rm waits for that removal).
-                self._destroy(container.id)
+                # (docker run --rm waits for that removal), and its
+                # anonymous volumes.
+                self._destroy(container.id, volumes=True)
             raise
         except BaseException:
             self._clear_run(container.id)

@@ -261,7 +261,7 @@ class Networking(NetworkResources):
             if isinstance(exc, Error) and container.host_config.get("AutoRemove"):
                 # As for a start the runtime refused: docker run --rm waits
                 # for this removal.
-                self._destroy(container.id)
+                self._destroy(container.id, volumes=True)
             raise
 
     def _attach_all(self, container, netns: Path) -> list:

@@ -359,7 +359,10 @@ class VolumeOps:
 
 
 def _make_source(path: str) -> None:
-    """``-v /host:/ctr`` makes a missing host directory, as dockerd does."""
+    """``-v /host:/ctr`` makes a missing host directory, as dockerd does; a
+    file, or anything else already there, is bound as it is."""
+    if os.path.lexists(path):
+        return
     try:
         os.makedirs(path, mode=0o755, exist_ok=True)
     except OSError as exc:
