@@ -331,3 +331,39 @@ def test_group_add_of_a_group_the_image_lacks_is_refused(corrald, users_image):
     assert result.returncode == 1 and result.stderr == (
         "Error response from daemon: Unable to find group nosuch: no matching entries "
         "in group file\n")
+
+
+# 6. A second run directory on the same root -------------------------------------------
+
+def test_an_engine_on_another_run_directory_sees_the_run_and_keeps_its_rootfs(engine):
+    import tempfile
+
+    from corral.manager.engine import Engine
+
+    body = {"Image": engine.image, "Cmd": ["sleep", "30"],
+            "HostConfig": {"NetworkMode": "none"}}
+    container_id = engine.create(body, name="elsewhere")["Id"]
+    engine.start(container_id)
+    other_run = Path(tempfile.mkdtemp(prefix="lo2-", dir="/tmp"))
+    other = Engine(engine.root, other_run)
+    try:
+        assert other.inspect("elsewhere")["State"]["Running"] is True
+        assert [row["Id"] for row in other.list()] == [container_id]
+        refused = (f"container '{container_id}': running under run directory "
+                   f"'{engine.run}', not '{other_run}' (use --run-root {engine.run})")
+        for call in (lambda: other.remove("elsewhere", force=True),
+                     lambda: other.stop("elsewhere"), lambda: other.kill("elsewhere")):
+            with pytest.raises(errors.Conflict) as caught:
+                call()
+            assert str(caught.value) == refused
+        with pytest.raises(errors.Conflict, match="You cannot remove a running"):
+            other.remove("elsewhere")
+        assert rootfs_mounted(engine, container_id)
+        assert engine.inspect(container_id)["State"]["Running"] is True
+
+        engine.stop(container_id, timeout=0)
+        assert other.inspect("elsewhere")["State"]["Status"] == "exited"
+        other.remove("elsewhere")
+    finally:
+        other.close()
+        shutil.rmtree(other_run)

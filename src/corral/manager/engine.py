@@ -255,6 +255,8 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking, VolumeOps):
             return State(**dict(container.last_state or {}, status="removing"))
         shim = shims.read_state(self.state_dir(container.id))
         if shim is None:
+            shim = self.foreign_shim_state(container)
+        if shim is None:
             last = container.last_state or {}
             state = State(**last) if last else State()
             if state.running:
@@ -279,6 +281,7 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking, VolumeOps):
         state = self.state(container)
         if not state.running:
             raise Conflict(f"Container {container.id} is not running")
+        self.refuse_foreign(container, state)
         return container, state
 
     # Start, stop, kill -------------------------------------------------------
@@ -347,7 +350,8 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking, VolumeOps):
         except BaseException:
             self._clear_run(container.id)
             raise
-        document = dict(container.document, stopped=False)
+        # Where its shim is: an engine on another run directory must know.
+        document = dict(container.document, stopped=False, run_dir=str(self.run))
         self.records.update(container.id, started=True, paused=False, document=document)
 
     def _clear_run(self, container_id: str) -> None:
@@ -388,6 +392,7 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking, VolumeOps):
         state = self.state(container)
         if not state.running:
             raise NotModified(f"container '{container.id}': already stopped")
+        self.refuse_foreign(container, state)
         number = specs.parse_signal(signal or container.document["stop_signal"])
         if timeout is None:
             timeout = container.config.get("StopTimeout", DEFAULT_STOP_TIMEOUT)
@@ -514,6 +519,7 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking, VolumeOps):
                 raise Conflict(f"You cannot remove a {state.status} container "
                                f"{container.id}. Stop the container before attempting "
                                f"removal or force remove")
+            self.refuse_foreign(container, state)
             self.records.update(container.id, mark="removing", last_state=state.__dict__)
             if state.running:
                 self._kill_for_removal(container)

@@ -21,7 +21,7 @@ from pathlib import Path
 from ..image import errors as image_errors
 from ..image.bundle import mount_rootfs, remove_bundle, unmount_rootfs
 from . import shims
-from .errors import Error, NotFound
+from .errors import Conflict, Error, NotFound
 from .filters import ContainerFilter
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,24 @@ class Recovery:
             unmount_rootfs(self.directory(container_id))
         except (image_errors.Error, OSError) as exc:
             log.warning("unmount the rootfs of container %s: %s", container_id, exc)
+
+    # A container keeps the run directory it was started under: an engine
+    # on another one (corral --run-root OTHER on the same root) finds its
+    # shim there, shows its state, and refuses to act on it while it runs
+    # (a removal would take the rootfs from under it).
+    def foreign_shim_state(self, container) -> dict | None:
+        """The state.json of a run under another run directory, if any."""
+        run_dir = container.document.get("run_dir")
+        if not run_dir or run_dir == str(self.run):
+            return None
+        return shims.read_state(Path(run_dir) / "shims" / container.id)
+
+    def refuse_foreign(self, container, state) -> None:
+        """Conflict for a container running under another run directory."""
+        run_dir = container.document.get("run_dir")
+        if state.running and run_dir and run_dir != str(self.run):
+            raise Conflict(f"container '{container.id}': running under run directory "
+                           f"'{run_dir}', not '{self.run}' (use --run-root {run_dir})")
 
     def unmount_if_stopped(self, container_id: str) -> None:
         """The rootfs of a container that has exited for good, unmounted."""
