@@ -367,3 +367,39 @@ def test_an_engine_on_another_run_directory_sees_the_run_and_keeps_its_rootfs(en
     finally:
         other.close()
         shutil.rmtree(other_run)
+
+
+# 7. version and event times, as the docker CLI prints them ---------------------------
+
+def server_part(text: str) -> str:
+    return text[text.index("Server:"):]
+
+
+@pytest.mark.parametrize("host", [False, True])
+def test_corral_version_shows_what_docker_version_shows_of_corrald(corrald, host):
+    docker = corrald.ok("version")
+    assert " API version:       1.47 (downgraded from 1.50)\n" in docker
+    result = corral(corrald, "version", host=host)
+    assert result.returncode == 0, result.stderr
+    assert server_part(result.stdout) == server_part(docker)
+    assert "  API version:      1.47 (minimum version 1.24)\n" in result.stdout
+    client_api = "1.43" if host else "1.47"  # what the client speaks
+    assert f" API version:       {client_api}\n" in result.stdout
+
+
+@pytest.mark.parametrize("zone, suffix", [("UTC", "Z"), ("Europe/Paris", "+01:00"),
+                                          ("Asia/Kolkata", "+05:30")])
+def test_event_times_in_the_local_zone_as_the_docker_cli(corrald, zone, suffix):
+    corrald.ok("create", "--name", f"ev-{zone.replace('/', '-')}", "--network", "none",
+               peers.IMAGE)
+    window = ("--since", "0", "--until", str(int(time.time()) + 1))
+    env = {**corrald.env(), "TZ": zone}
+    docker = subprocess.run(["docker", "events", *window], capture_output=True,
+                            text=True, env=env, timeout=60)
+    ours = subprocess.run([CORRAL, "--root", str(corrald.root), "--run-root",
+                           str(corrald.run_dir), "events", *window],
+                          capture_output=True, text=True, env=env, timeout=60)
+    stamps = [line.split(" ", 1)[0] for line in ours.stdout.splitlines()]
+    assert stamps and all(stamp.endswith(suffix) for stamp in stamps)
+    assert stamps == [line.split(" ", 1)[0] for line in docker.stdout.splitlines()
+                      if " container " in line]

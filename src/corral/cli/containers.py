@@ -659,10 +659,13 @@ def cmd_version(context, args) -> int:
     if args.format == "json":
         output.print_json({"Client": {"Version": __version__}, "Server": server})
         return 0
-    print(f"Client:\n Version:\t{__version__}\n\nServer:")
-    for key in ("Version", "ApiVersion", "MinAPIVersion", "Os", "Arch", "KernelVersion"):
-        if key in server:
-            print(f" {key}:\t{server[key]}")
+    from .remote import API_VERSION as REMOTE_API_VERSION
+    from .remote import Remote
+
+    # The API this client speaks: the engine's own in process.
+    client_api = (REMOTE_API_VERSION if isinstance(context.backend, Remote)
+                  else server.get("ApiVersion", ""))
+    print(output.version_text(__version__, client_api, server), end="")
     return 0
 
 

@@ -162,9 +162,41 @@ def since_time(text: str | None, flag: str | None = None) -> float | None:
     return parsed
 
 
+def version_text(client_version: str, client_api: str, server: dict) -> str:
+    """``docker version``'s text for our client and a ``/version`` document:
+    the docker CLI's layout, keys in cells of 20 at least (its tabwriter)."""
+    import platform
+
+    machine = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(),
+                                                          platform.machine())
+    lines = ["Client:", (" Version:", client_version), (" API version:", client_api),
+             (" OS/Arch:", f"linux/{machine}"), ""]
+    name = (server.get("Platform") or {}).get("Name")
+    lines.append(f"Server: {name}" if name else "Server:")
+    for component in server.get("Components") or []:
+        details = component.get("Details") or {}
+        lines.append(f" {component.get('Name')}:")
+        lines.append(("  Version:", component.get("Version", "")))
+        if component.get("Name") == "Engine":
+            lines += [("  API version:", f"{details.get('ApiVersion', '')} (minimum "
+                                         f"version {details.get('MinAPIVersion', '')})"),
+                      ("  Go version:", details.get("GoVersion", "")),
+                      ("  Git commit:", details.get("GitCommit", "")),
+                      ("  Built:", details.get("BuildTime", "")),
+                      ("  OS/Arch:", f"{details.get('Os', '')}/{details.get('Arch', '')}"),
+                      ("  Experimental:", details.get("Experimental", ""))]
+        else:
+            lines.append(("  GitCommit:", details.get("GitCommit", "")))
+    return "".join(f"{line}\n" if isinstance(line, str)
+                   else f"{line[0].ljust(max(20, len(line[0]) + 1))}{line[1]}\n"
+                   for line in lines)
+
+
 def event_time(nanoseconds: int) -> str:
-    """The timestamp ``docker events`` prints, local time with nanoseconds."""
+    """The timestamp ``docker events`` prints, local time with nanoseconds
+    (Go's ``Z07:00``: ``Z`` where the local zone is UTC, else ``+01:00``)."""
     seconds, nanos = divmod(int(nanoseconds), 1_000_000_000)
     stamp = datetime.fromtimestamp(seconds).astimezone()
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{nanos:09d}" + stamp.strftime("%z")[:3] \
-        + ":" + stamp.strftime("%z")[3:]
+    offset = stamp.strftime("%z")
+    zone = "Z" if offset in ("+0000", "-0000") else f"{offset[:3]}:{offset[3:]}"
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{nanos:09d}" + zone

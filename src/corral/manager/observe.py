@@ -17,7 +17,7 @@ from . import stats as cgroup_stats
 from .errors import Error, InvalidArgument
 from .filters import normalize
 
-API_VERSION = "1.41"
+API_VERSION = "1.47"  # what corrald serves (api/app.py takes it from here)
 MIN_API_VERSION = "1.24"
 _EVENT_POLL = 0.1
 
@@ -135,14 +135,19 @@ class Observing:
 
     def version(self) -> dict:
         """``GET /version``."""
-        return {"Version": _version(), "ApiVersion": API_VERSION,
-                "MinAPIVersion": MIN_API_VERSION, "Os": "linux",
-                "Arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine,
-                                                                   os.uname().machine),
-                "KernelVersion": os.uname().release, "GoVersion": "none",
+        import platform
+
+        machine = os.uname().machine
+        common = {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION,
+                  "Os": "linux", "Arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(
+                      machine, machine),
+                  "KernelVersion": os.uname().release,
+                  "GoVersion": f"python{platform.python_version()}"}
+        return {"Platform": {"Name": "Corral"}, "Version": _version(), **common,
                 "GitCommit": "", "BuildTime": "",
                 "Components": [{"Name": "Engine", "Version": _version(),
-                                "Details": {"ApiVersion": API_VERSION}}]}
+                                "Details": {**common, "GitCommit": "", "BuildTime": "",
+                                            "Experimental": "false"}}]}
 
 
 def parse_ps(output: str, pids: set[int]) -> dict:

@@ -27,13 +27,13 @@ from aiohttp import web
 
 import corral
 
-from .. import errors
+from .. import errors, observe
 from .backend import Backend
 
 log = logging.getLogger(__name__)
 
 MIN_API_VERSION = (1, 24)
-API_VERSION = (1, 47)
+API_VERSION = tuple(int(part) for part in observe.API_VERSION.split("."))
 BACKEND = web.AppKey("backend", Backend)
 
 _VERSION_PREFIX = r"/{version:(?:v[0-9]+\.[0-9]+/)?}"

@@ -54,7 +54,8 @@ def version_document() -> dict:
                           "MinAPIVersion": version_text(MIN_API_VERSION),
                           "Os": "linux", "Arch": _architecture(),
                           "KernelVersion": release,
-                          "GoVersion": f"python{platform.python_version()}"}}
+                          "GoVersion": f"python{platform.python_version()}",
+                          "Experimental": "false"}}
     return {
         "Platform": {"Name": "Corral"},
         "Components": [engine],
