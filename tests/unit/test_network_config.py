@@ -15,6 +15,7 @@ from corral.network import (
     PortMapping,
     cni,
     conflist,
+    hostports,
 )
 
 
@@ -29,15 +30,15 @@ def network(**changes) -> Network:
 def test_bridge_network_list():
     config = conflist.build(network(), "/lib/ipam")
     assert config["cniVersion"] == "1.0.0" and config["name"] == "web"
-    # No firewall plugin: firewall.py accepts forwarding per network.
-    bridge, portmap = config["plugins"]
+    # No firewall plugin (firewall.py accepts forwarding per network) and no
+    # portmap (hostports.py publishes ports).
+    [bridge] = config["plugins"]
     assert bridge["type"] == "bridge" and bridge["bridge"] == "br-ffff"
     assert bridge["isGateway"] and bridge["hairpinMode"] and not bridge["ipMasq"]
     ipam = bridge["ipam"]
     assert ipam["dataDir"] == "/lib/ipam" and ipam["routes"] == [{"dst": "0.0.0.0/0"}]
     assert ipam["ranges"] == [[{"subnet": "10.5.0.0/16", "gateway": "10.5.0.1",
                                 "rangeStart": "10.5.0.1", "rangeEnd": "10.5.255.254"}]]
-    assert portmap["capabilities"] == {"portMappings": True} and portmap["snat"]
 
 
 def test_internal_range_mtu_and_sysctls():
@@ -62,8 +63,10 @@ def test_runtime_config_only_for_declared_capabilities():
                          {"portMappings": [PortMapping(80, host_port=8080).to_cni()],
                           "ips": ["10.5.0.9/16"]})
     bridge = cni._config(listing, listing["plugins"][0], rt, None)
+    # Any plugin a user's list holds gets the capabilities it declares.
+    listing["plugins"] += [{"type": "portmap", "capabilities": {"portMappings": True}},
+                           {"type": "firewall"}]
     portmap = cni._config(listing, listing["plugins"][1], rt, {"ips": []})
-    listing["plugins"].append({"type": "firewall"})
     firewall = cni._config(listing, listing["plugins"][2], rt, None)
     assert bridge["runtimeConfig"] == {"ips": ["10.5.0.9/16"]}
     assert portmap["runtimeConfig"] == {"portMappings": [
@@ -135,3 +138,20 @@ def test_cache_round_trip(tmp_path):
     cache.write(path, {"name": "n"}, rt, {"ips": []})
     assert cache.read(path) == ({"name": "n"}, rt, {"ips": []})
     assert [p.name for p in (tmp_path / "results").iterdir()] == ["net-c1-eth0.json"]
+
+
+def test_published_port_rules():
+    found = hostports.rules("c" * 64, "10.5.0.9", "10.5.0.0/16",
+                            [PortMapping(80, "tcp", "", 8080),
+                             PortMapping(53, "udp", "127.0.0.1", 5353)])
+    assert len(found) == 6 and all("c" * 64 in rule for _, rule in found)
+    dnat = [rule for chain, rule in found if chain == hostports.DNAT]
+    assert dnat[0][-4:] == ["-j", "DNAT", "--to-destination", "10.5.0.9:80"]
+    assert "-d" not in dnat[0] and dnat[0][dnat[0].index("--dport") + 1] == "8080"
+    assert dnat[1][dnat[1].index("-d") + 1] == "127.0.0.1"
+    sources = [rule[1] for chain, rule in found if chain == hostports.MASQ]
+    assert sources == ["127.0.0.1/32", "10.5.0.0/16"] * 2
+    assert hostports._quote(["-m", "comment", "--comment", "a b"]) == \
+        '-m comment --comment "a b"'
+    assert PortMapping.from_cni(PortMapping(53, "udp", "::1", 7).to_cni()) == \
+        PortMapping(53, "udp", "::1", 7)

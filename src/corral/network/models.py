@@ -50,6 +50,12 @@ class PortMapping:
                 "protocol": self.protocol, "hostIP": self.host_ip}
 
     @classmethod
+    def from_cni(cls, entry: dict) -> PortMapping:
+        """The inverse of `to_cni`."""
+        return cls(int(entry["containerPort"]), entry.get("protocol", "tcp"),
+                   entry.get("hostIP", ""), int(entry.get("hostPort", 0)))
+
+    @classmethod
     def from_dict(cls, data: dict) -> PortMapping:
         """The inverse of `dataclasses.asdict`."""
         return cls(int(data["container_port"]), data.get("protocol", "tcp"),

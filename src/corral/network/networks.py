@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from . import cni, conflist, firewall, netns, resolvers, subnets
+from . import cni, conflist, firewall, hostports, netns, resolvers, subnets
 from . import ports as host_ports
 from .errors import (
     InvalidNetworkArgument,
@@ -224,6 +224,14 @@ class Networks:
         network = self.get(ref)
         return network.gateway if network.dns else None
 
+    def ensure_resolvers(self, container_id: str | None = None) -> list[str]:
+        """Start again the dead resolvers of the user networks that have
+        attachments (the container's networks, if given); the names of the
+        networks whose resolver was started. A pid check while they live."""
+        attached = {a.network.id: a.network for a, _ in self.store.attachments(
+            self._by_id(), container_id=container_id) if a.network.dns}
+        return self.resolvers.revive(attached.values(), self._locked)
+
     def rename(self, container_id: str, name: str) -> None:
         """The container's new name, on every network (the resolvers follow)."""
         self.store.rename(container_id, name)
@@ -319,6 +327,10 @@ class Networks:
         try:
             result = self.plugins.add(config, rt)
             address, prefix, gateway, mac = cni.container_address(result, netns_path)
+            # The result first: a DEL then knows what to unpublish.
+            self.cache.write(path, config, rt, result)
+            hostports.publish(container_id, address, network.subnet, network.bridge,
+                              mappings)
         except BaseException:
             with contextlib.suppress(NetworkError):
                 self.plugins.delete(config, rt, None)
@@ -329,7 +341,6 @@ class Networks:
                 subprocess.run(["ip", "link", "del", network.bridge],
                                capture_output=True)
             raise
-        self.cache.write(path, config, rt, result)
         return Attachment(network, container_id, "", ifname, address, prefix,
                           gateway or network.gateway, mac, [], mappings)
 
@@ -344,12 +355,25 @@ class Networks:
             entry = (conflist.build(network, str(self.ipam_dir)),
                      cni.RuntimeConf(container_id, "", ifname), None)
         config, rt, result = entry
+        self._unpublish(network, config, rt, result)
         # CNI SPEC.md: DEL must succeed when resources are gone; with the
         # namespace gone, plugins are given none and the kernel has already
         # deleted the veth pair with it.
         rt.netns = rt.netns if netns.is_netns(rt.netns) else ""
         self.plugins.delete(config, rt, result)
         path.unlink(missing_ok=True)
+
+    @staticmethod
+    def _unpublish(network: Network, config: dict, rt: cni.RuntimeConf,
+                   result: dict | None) -> None:
+        # Entries cached before hostports.py ran portmap, which undoes its own.
+        wanted = rt.capability_args.get("portMappings") or []
+        if result is None or not wanted or any(
+                plugin["type"] == "portmap" for plugin in config["plugins"]):
+            return
+        address = cni.container_address(result, rt.netns)[0]
+        hostports.unpublish(rt.container_id, address, network.subnet,
+                            [PortMapping.from_cni(m) for m in wanted])
 
 
 def _new_id() -> str:
@@ -379,6 +403,8 @@ def _check_attachable(network: Network, ip: str | None) -> None:
             raise InvalidNetworkArgument(
                 "user specified IP address is supported on user defined networks only")
         address = subnets.parse_address(ip, "ip")
+        if address == subnets.parse_address(network.gateway, "gateway"):
+            raise NetworkConflict("Address already in use")  # dockerd's wording
         if address not in subnets.parse_cidr(network.subnet):
             raise InvalidNetworkArgument(
                 f"invalid address {ip}: it does not belong to any of this "
