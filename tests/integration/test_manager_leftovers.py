@@ -403,3 +403,38 @@ def test_event_times_in_the_local_zone_as_the_docker_cli(corrald, zone, suffix):
     assert stamps and all(stamp.endswith(suffix) for stamp in stamps)
     assert stamps == [line.split(" ", 1)[0] for line in docker.stdout.splitlines()
                       if " container " in line]
+
+
+# 8. The exit status of a failed start, carried, not guessed ---------------------------
+
+# dockerd 20.10's docker run exits so for each (runc's words differ, the status not).
+@pytest.mark.parametrize("args, status", [
+    (("nosuch",), 127), (("/nonexist/x",), 127), (("/etc",), 126),
+    (("/etc/passwd",), 126),
+    (("-w", "/etc/passwd", peers.IMAGE, "true"), 125),
+])
+def test_a_failed_start_exits_as_docker_run_on_every_path(corrald, args, status):
+    argv = ("run", "--rm", "--network", "none",
+            *(args if args[0] == "-w" else (peers.IMAGE, *args)))
+    assert corrald.docker(*argv).returncode == status  # its own guess, from our words
+    for host in (False, True):
+        result = corral(corrald, *argv, host=host)
+        assert result.returncode == status, (host, result.stderr)
+
+
+def test_corrald_sends_the_exit_status_with_dockers_message(corrald):
+    container_id = corrald.ok("create", "--network", "none", peers.IMAGE, "/etc").strip()
+    status, body, _ = corrald.request("POST", f"/containers/{container_id}/start")
+    document = json.loads(body)
+    assert (status, document["ExitStatus"]) == (500, 126)
+    assert document["message"].endswith('exec: "/etc": is a directory')
+    corrald.ok("rm", container_id)
+
+
+@pytest.mark.parametrize("host", [False, True])
+def test_an_error_that_is_not_a_start_is_125_whatever_its_words(corrald, host):
+    # Its message says "No such file or directory": once read as a 127.
+    result = corral(corrald, "run", "--rm", "--security-opt", "seccomp=/nonexist",
+                    peers.IMAGE, "true", host=host)
+    assert "No such file or directory" in result.stderr
+    assert result.returncode == 125

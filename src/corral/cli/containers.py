@@ -45,16 +45,13 @@ def register(commands) -> None:
 
 
 def _error_status(exc: BaseException) -> int:
-    """The exit status docker run gives for an error of the engine."""
-    for attribute in ("exit_code", "exit_status", "status"):
-        value = getattr(exc, attribute, None)
-        if isinstance(value, int) and value in (EXIT_CANNOT_RUN, EXIT_NOT_FOUND):
-            return value
-    text = str(exc)
-    if "executable file not found" in text or "no such file or directory" in text.lower():
-        return EXIT_NOT_FOUND
-    if "permission denied" in text.lower():
-        return EXIT_CANNOT_RUN
+    """The exit status docker run gives for an error of the engine: a failed
+    start's own (126, 127; corrald sends it too), else 125."""
+    from ..manager.errors import StartFailed
+
+    if isinstance(exc, StartFailed) and exc.exit_status in (EXIT_CANNOT_RUN,
+                                                            EXIT_NOT_FOUND):
+        return exc.exit_status
     return EXIT_DAEMON
 
 

@@ -258,11 +258,16 @@ def _params(params: dict | None) -> dict | None:
 def _raise_for(response: httpx.Response) -> None:
     if response.status_code < 400:
         return
+    exit_status = None
     try:
-        message = response.json().get("message", response.text)
+        body = response.json()
+        message = body.get("message", response.text)
+        exit_status = body.get("ExitStatus")
     except ValueError:
         message = response.text
     errors = _errors()
+    if isinstance(exit_status, int):
+        raise errors.StartFailed(message, exit_status=exit_status)
     kind = {404: errors.NotFound, 409: errors.Conflict,
             400: errors.InvalidArgument}.get(response.status_code, errors.Error)
     raise kind(message)

@@ -60,11 +60,19 @@ class StartFailed(Error):
 
     @classmethod
     def from_runtime(cls, container_id: str, message: str) -> StartFailed:
-        """The error of a start that failed with the runtime's ``message``."""
+        """The error of a start that failed with the runtime's ``message``.
+
+        The runtime says why only in words (as runc does), so they are read
+        here, once; callers take ``exit_status``. An OS error's text is put
+        in Go's lowercase (``permission denied '/x'``), as dockerd's would
+        be: the docker CLI picks its exit status by matching those words."""
+        if message[:1].isupper() and message.endswith("'"):
+            message = message[0].lower() + message[1:]
         lowered = message.lower()
         if "executable file not found" in lowered or "no such file or directory" in lowered:
             status = 127
-        elif "permission denied" in lowered or "exec format error" in lowered:
+        elif any(cause in lowered for cause in ("permission denied", "is a directory",
+                                                "exec format error")):
             status = 126
         else:
             status = 125

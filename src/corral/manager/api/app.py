@@ -114,11 +114,17 @@ async def _errors(request: web.Request, handler):
             raise
         if status >= 500:
             log.warning("%s %s: %s", request.method, request.path, exc)
-        return _error_response(status, str(exc))
+        return _error_response(status, str(exc), getattr(exc, "exit_status", None))
 
 
-def _error_response(status: int, message: str) -> web.Response:
-    return web.json_response({"message": message}, status=status)
+def _error_response(status: int, message: str,
+                    exit_status: int | None = None) -> web.Response:
+    # ExitStatus: a failed start's 125/126/127 for our own CLI, which need
+    # not guess it from the message as the docker CLI does.
+    body: dict = {"message": message}
+    if exit_status is not None:
+        body["ExitStatus"] = exit_status
+    return web.json_response(body, status=status)
 
 
 def status_of(exc: BaseException) -> int | None:
