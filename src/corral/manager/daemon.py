@@ -5,7 +5,8 @@
             [--bridge corral0] [--bip 10.88.0.1/16] [-D]
 
 At start it lets the engine finish or undo what a killed daemon left
-(``Engine.reconcile``), then listens. The socket is root's, mode 0660, as
+(``Engine.reconcile``, which starts the name resolvers found dead, as does a
+watch every few seconds), then listens. The socket is root's, mode 0660, as
 dockerd's is root:docker: whoever can write to it can run containers as root.
 
 SIGTERM and SIGINT stop the daemon cleanly: it stops listening, ends the
@@ -32,6 +33,8 @@ log = logging.getLogger("corral.manager.daemon")
 DEFAULT_HOST = "unix:///run/corral/corral.sock"
 # Seconds that requests in flight (log and event streams) get at a stop.
 SHUTDOWN_GRACE = 2.0
+# Seconds between checks that every network's name resolver lives.
+RESOLVER_WATCH = 5.0
 
 
 class UsageError(Exception):
@@ -119,16 +122,26 @@ async def serve(args: argparse.Namespace) -> None:
     runner = web.AppRunner(create_app(backend), access_log=log if args.debug else None,
                            shutdown_timeout=SHUTDOWN_GRACE)
     await runner.setup()
+    watch = asyncio.ensure_future(_watch_resolvers(backend, engine))
     try:
         await _listen(runner, path)
         log.info("listening on %s", path)
         await stop.wait()
         log.info("stopping")
     finally:
+        watch.cancel()
         await runner.cleanup()
         backend.close()
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+async def _watch_resolvers(backend, engine) -> None:
+    """A resolver killed while corrald runs is back within RESOLVER_WATCH."""
+    while engine is not None and hasattr(engine, "revive_resolvers"):
+        await asyncio.sleep(RESOLVER_WATCH)
+        for name in await backend.call(engine.revive_resolvers):
+            log.warning("the resolver of network %s was dead: started again", name)
 
 
 async def _listen(runner, path: Path) -> None:

@@ -356,6 +356,16 @@ class Networking(NetworkResources):
         with translated():
             self.networks.rename(container_id, name)
 
+    def revive_resolvers(self, container_id: str | None = None) -> list[str]:
+        """Start the name resolvers found dead again (of the container's
+        networks, if given): corrald's start and watch, an exec. A pid check
+        while they live; a failure is logged, not raised."""
+        try:
+            return self.networks.ensure_resolvers(container_id)
+        except network_layer().NetworkError as exc:
+            log.warning("revive resolvers: %s", exc)
+            return []
+
     def network_leftovers(self) -> set[str]:
         """IDs that have a namespace or an attachment (reconcile compares
         them with the records)."""

@@ -105,6 +105,7 @@ class Recovery:
         known = {c.id for c in self.records.all()}
         self.volumes.forget_users(known)  # uses of containers gone in a crash
         done["orphans"] = self._remove_orphans(known, live)
+        self.revive_resolvers()  # of the attachments left: live containers
         return done
 
     def _drop_dead_run(self, container_id: str) -> None:

@@ -9,12 +9,18 @@ for one network:
         --listen GATEWAY --subnet CIDR --pid-file FILE [--ready-fd FD]
 
 - it listens on GATEWAY port 53, UDP and TCP (RFC 1035 4.2: TCP messages are
-  prefixed by a two-byte length), and answers only clients in CIDR;
+  prefixed by a two-byte length), and answers only containers attached to
+  the network, found by the query's source address in CIDR;
+- as Docker's embedded DNS, a container is answered for the names on every
+  network it is attached to (a second one too, through `network connect`),
+  with the address on a network the two share, this one first;
 - names come from the attachments table, re-read whenever SQLite's
   ``PRAGMA data_version`` says another connection committed; the network's
   row gone means the network was removed, and the process exits;
 - A queries for a known name get the container's address (TTL 600, as
   Docker); other types for a known name get an empty NOERROR answer;
+- the name of a container on no network of the asker's is NXDOMAIN, not
+  asked of the host's resolvers (they must not learn our names);
 - other names go to the nameservers of the host's /etc/resolv.conf, with a
   short timeout: SERVFAIL when none answers, so clients do not hang.
 
@@ -49,22 +55,47 @@ MAX_UPSTREAMS = 2
 
 
 class Names:
-    """The network's names, from networks.db, re-read when it changes."""
+    """Every network's names, from networks.db, re-read when it changes.
+
+    Answers as Docker's embedded DNS does: the asking container is found by
+    its address on this network, and a name is looked up on each network it
+    is attached to, this one first, so the address given is one the asker
+    reaches (on a network the two share).
+    """
 
     def __init__(self, db: Path, network_id: str) -> None:
         self.db = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0,
                                   isolation_level=None)
         self.network_id = network_id
         self.version: int | None = None
-        self.addresses: dict[str, str] = {}
+        self.members: dict[str, str] = {}             # address here -> container
+        self.networks_of: dict[str, list[str]] = {}   # container -> its networks
+        self.names: dict[str, dict[str, str]] = {}    # network -> name -> address
         self.removed = False
 
-    def lookup(self, name: str) -> str | None:
-        """The address of ``name`` (case-insensitive, no trailing dot)."""
-        self._refresh()
-        return self.addresses.get(name.rstrip(".").lower())
+    def member(self, client: str) -> str | None:
+        """The ID of the container attached here with address ``client``."""
+        self.refresh()
+        return self.members.get(client)
 
-    def _refresh(self) -> None:
+    def lookup(self, asker: str, name: str) -> str | None:
+        """The address of ``name`` (case-insensitive, no trailing dot) for
+        container ``asker``: None unless on a network the asker is on."""
+        self.refresh()
+        key = name.rstrip(".").lower()
+        for network_id in self.networks_of.get(asker, ()):
+            address = self.names.get(network_id, {}).get(key)
+            if address is not None:
+                return address
+        return None
+
+    def known(self, name: str) -> bool:
+        """Whether ``name`` is a container's on any network."""
+        key = name.rstrip(".").lower()
+        return any(key in on_network for on_network in self.names.values())
+
+    def refresh(self) -> None:
+        """Re-read the attachments if another connection committed."""
         version = self.db.execute("PRAGMA data_version").fetchone()[0]
         if version == self.version:
             return
@@ -73,14 +104,22 @@ class Names:
                            (self.network_id,)).fetchone() is None:
             self.removed = True
         rows = self.db.execute(
-            "SELECT container_id, name, aliases, ip FROM attachments "
-            "WHERE network_id = ?", (self.network_id,)).fetchall()
-        addresses = {}
-        for container_id, name, aliases, ip in rows:
-            for key in (container_id[:12], *json.loads(aliases), name.lstrip("/")):
-                if key:
-                    addresses[key.lower()] = ip
-        self.addresses = addresses
+            "SELECT network_id, container_id, name, aliases, ip FROM attachments "
+            "ORDER BY rowid").fetchall()
+        self._index(rows)
+
+    def _index(self, rows: list[tuple]) -> None:
+        members, networks_of, names = {}, {}, {}
+        for network_id, container_id, name, aliases, ip in rows:
+            if network_id == self.network_id:
+                members[ip] = container_id
+            networks_of.setdefault(container_id, []).append(network_id)
+            keys = (container_id[:12], *json.loads(aliases), name.lstrip("/"))
+            on_network = names.setdefault(network_id, {})
+            on_network.update((key.lower(), ip) for key in keys if key)
+        for attached in networks_of.values():
+            attached.sort(key=lambda n: n != self.network_id)  # stable: this first
+        self.members, self.networks_of, self.names = members, networks_of, names
 
 
 class Resolver:
@@ -94,15 +133,18 @@ class Resolver:
         self.listen = ipaddress.IPv4Address(listen)
         self.upstreams = [u for u in upstreams if u != listen][:MAX_UPSTREAMS]
 
-    def allowed(self, client: str) -> bool:
-        """True for a client on the network's subnet."""
+    def asker(self, client: str) -> str | None:
+        """The container that ``client`` is on this network; None for any
+        other client (the host, an address no container holds), refused."""
         with contextlib.suppress(ValueError):
             address = ipaddress.ip_address(client)
-            return address in self.subnet and address != self.listen
-        return False
+            if address in self.subnet and address != self.listen:
+                return self.names.member(str(address))
+        return None
 
-    async def answer(self, wire: bytes) -> bytes | None:
-        """The response to a query in wire form (None: not worth one)."""
+    async def answer(self, wire: bytes, asker: str) -> bytes | None:
+        """The response to container ``asker``'s query in wire form (None:
+        not worth one)."""
         try:
             query = dns.message.from_wire(wire)
         except dns.exception.DNSException:
@@ -112,7 +154,10 @@ class Resolver:
             response.set_rcode(dns.rcode.FORMERR)
             return response.to_wire()
         question = query.question[0]
-        address = self.names.lookup(question.name.to_text(omit_final_dot=True))
+        name = question.name.to_text(omit_final_dot=True)
+        address = self.names.lookup(asker, name)
+        if address is None and self.names.known(name):
+            return _nxdomain(query)
         if address is None:
             return await self._forward(query, wire)
         response = dns.message.make_response(query)
@@ -136,6 +181,13 @@ class Resolver:
         return response.to_wire()
 
 
+def _nxdomain(query: dns.message.Message) -> bytes:
+    response = dns.message.make_response(query)
+    response.flags |= dns.flags.AA | dns.flags.RA
+    response.set_rcode(dns.rcode.NXDOMAIN)
+    return response.to_wire()
+
+
 class _Udp(asyncio.DatagramProtocol):
     def __init__(self, resolver: Resolver) -> None:
         self.resolver = resolver
@@ -145,11 +197,12 @@ class _Udp(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
-        if self.resolver.allowed(addr[0]):
-            asyncio.ensure_future(self._reply(data, addr))
+        asker = self.resolver.asker(addr[0])
+        if asker is not None:
+            asyncio.ensure_future(self._reply(data, addr, asker))
 
-    async def _reply(self, data: bytes, addr: tuple) -> None:
-        response = await self.resolver.answer(data)
+    async def _reply(self, data: bytes, addr: tuple, asker: str) -> None:
+        response = await self.resolver.answer(data, asker)
         if response is not None and self.transport is not None:
             self.transport.sendto(response, addr)
 
@@ -158,9 +211,9 @@ async def _tcp_client(resolver: Resolver, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
     peer = writer.get_extra_info("peername") or ("",)
     try:
-        while resolver.allowed(peer[0]):
+        while (asker := resolver.asker(peer[0])) is not None:
             (length,) = struct.unpack("!H", await reader.readexactly(2))
-            response = await resolver.answer(await reader.readexactly(length))
+            response = await resolver.answer(await reader.readexactly(length), asker)
             if response is None:
                 break
             writer.write(struct.pack("!H", len(response)) + response)
@@ -200,7 +253,7 @@ async def serve(args: argparse.Namespace) -> None:
     while not stop.is_set() and not names.removed:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), 5.0)
-        names.lookup("")   # notices a removed network while no one asks
+        names.refresh()   # notices a removed network while no one asks
     udp.close()
     tcp.close()
     with contextlib.suppress(FileNotFoundError):

@@ -1,9 +1,11 @@
 """Starting and stopping the name resolver of each user network.
 
 One detached process per network (`resolver.py`), started by the first attach
-that needs it and stopped when the network is removed; a resolver found dead
+that needs it and stopped when the network is removed. A resolver found dead
 (its pid file names no live resolver of that network) is started again by
-the next attach. It is started through ``setsid --fork`` so that it is
+the next attach (every container start attaches), by `revive` (corrald's
+start, its watch, an exec): the check is a pid file and one /proc read, no
+process is started while the resolver lives. It is started through ``setsid --fork`` so that it is
 nobody's child: neither corrald nor a short-lived CLI must reap it. It
 writes its pid file and then one line on the ready pipe once both its
 sockets are bound, so an attach returns with names resolvable.
@@ -18,6 +20,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from .errors import NetworkError
@@ -53,6 +57,28 @@ class Resolvers:
         """Start the network's resolver unless one runs."""
         if self.running(network) is None:
             self._start(network)
+
+    def revive(self, networks: Iterable[Network],
+               locked: Callable[[], AbstractContextManager]) -> list[str]:
+        """Start the resolver of each network that has none running, under
+        ``locked`` (the network lock, so no two processes start one); the
+        names of those started. Tries every network, then raises the first
+        failure."""
+        dead = [n for n in networks if self.running(n) is None]
+        started, failures = [], []
+        if not dead:
+            return started
+        with locked():
+            for network in dead:
+                try:
+                    if self.running(network) is None:
+                        self._start(network)
+                        started.append(network.name)
+                except NetworkError as exc:
+                    failures.append(exc)
+        if failures:
+            raise failures[0]
+        return started
 
     def stop(self, network: Network) -> None:
         """Stop the network's resolver (SIGTERM, then SIGKILL); idempotent."""
