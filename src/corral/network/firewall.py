@@ -20,15 +20,15 @@ its bridge's first use) and removed with it, not per container:
 
 so a packet that leaves one of our bridges for another is dropped, one that
 leaves for the host's uplink is accepted, and of what comes in only replies
-and connections to a published port (DNAT: portmap's rules) are accepted,
+and connections to a published port (DNAT: hostports.py's rules) are accepted,
 as Docker's DOCKER chain accepts per published port. Outbound NAT is ours
 too, one rule per network in the nat table as Docker's (conflist.py says
 why not the bridge plugin's ``ipMasq``):
 
     CORRAL-MASQ          -s SUBNET ! -o BR -j MASQUERADE       (unless internal)
 
-Before, the firewall plugin accepted the same per container, at about
-30 ms on each ADD and DEL (one iptables run per rule); the rules above cost
+The firewall plugin would accept the same per container, at about 30 ms
+on each ADD and DEL (one iptables run per rule); the rules above cost
 nothing per container. Rules are added idempotently (``-C`` before ``-A``)
 and removed with the network; the chains stay, empty. The caller holds the
 networks' lock around every change.

@@ -1,6 +1,6 @@
 """Host ports for published container ports: checking them, choosing free ones.
 
-portmap publishes a port with DNAT rules only; no socket holds it on the
+A port is published by DNAT rules only (hostports.py); no socket holds it on the
 host (Docker's docker-proxy would). So at attach we refuse a port that
 another attachment publishes, or that a host socket has bound (we try to
 bind it), with Docker's "port is already allocated". Host port 0 takes a
