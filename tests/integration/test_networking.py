@@ -423,3 +423,26 @@ def test_a_crash_between_record_and_release_is_finished_by_reconcile(engine):
     assert engine.networks.attachments() == []
     leases = engine.root / "cni" / "ipam" / "bridge"
     assert ip not in {p.name for p in leases.iterdir()}
+
+
+def test_a_published_port_is_reached_from_another_network(engine):
+    # Docker publishes a port to containers of other bridge networks too; our
+    # isolation dropped the connection, DNATed to the default bridge, from a
+    # user network (a fresh user's report).
+    port = free_port()
+    server = run(engine, HTTPD.format(tag="p"),
+                 HostConfig={"PortBindings": {"80/tcp": [{"HostPort": str(port)}]}})
+    fetch(f"http://127.0.0.1:{port}/")
+    engine.network_create({"Name": "other", "IPAM": {"Config": [
+        {"Subnet": unique_subnet()}]}})
+    client = run(engine, f"timeout 5 wget -q -O - http://{host_address()}:{port}/ "
+                 "|| echo blocked", HostConfig={"NetworkMode": "other"})
+    assert "hello-from-p" in logs(engine, client)
+    # The server's own address stays out of reach from there.
+    address = engine.inspect(server)["NetworkSettings"]["IPAddress"]
+    direct = run(engine, f"timeout 3 wget -q -O - http://{address}/ || echo blocked",
+                 HostConfig={"NetworkMode": "other"})
+    assert "blocked" in logs(engine, direct)
+    for container_id in (server, client, direct):
+        engine.remove(container_id, force=True)
+    engine.network_remove("other")

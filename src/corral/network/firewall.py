@@ -13,13 +13,16 @@ its bridge's first use) and removed with it, not per container:
                                -j ACCEPT                       (per network)
                          -o BR -m conntrack --ctstate DNAT -j ACCEPT
                          -i BR -j ACCEPT
-    CORRAL-ISOLATION     -i BR ! -o BR -j CORRAL-ISOLATION-2   (per network)
-                         -i BR ! -o BR -j DROP                 (internal: no way out)
+    CORRAL-ISOLATION     -i BR ! -o BR -j DROP                 (internal: no way out)
                          -o BR ! -i BR -j DROP                 (internal: no way in)
+                         -i BR ! -o BR -m conntrack --ctstate DNAT
+                               -j RETURN                       (a published port)
+                         -i BR ! -o BR -j CORRAL-ISOLATION-2   (per network)
     CORRAL-ISOLATION-2   -o BR -j DROP                         (per network)
 
-so a packet that leaves one of our bridges for another is dropped, one that
-leaves for the host's uplink is accepted, and of what comes in only replies
+so a packet that leaves one of our bridges for another is dropped unless
+it goes to a port published on the host, one that leaves for the host's
+uplink is accepted, and of what comes in only replies
 and connections to a published port (DNAT: hostports.py's rules) are accepted,
 as Docker's DOCKER chain accepts per published port. Outbound NAT is ours
 too, one rule per network in the nat table as Docker's (conflist.py says
@@ -61,7 +64,11 @@ def rules(bridge: str, internal: bool, subnet: str = "",
     if internal:
         found += [(ADMIN_CHAIN, ["-i", bridge, "!", "-o", bridge, "-j", "DROP"]),
                   (ADMIN_CHAIN, ["-o", bridge, "!", "-i", bridge, "-j", "DROP"])]
-    found += [(ADMIN_CHAIN, ["-i", bridge, "!", "-o", bridge, "-j", STAGE2]),
+    # A published port is for every network, as Docker's: a connection
+    # DNATed to it leaves isolation before the drops (internal ones aside).
+    found += [(ADMIN_CHAIN, ["-i", bridge, "!", "-o", bridge, "-m", "conntrack",
+                             "--ctstate", "DNAT", "-j", "RETURN"]),
+              (ADMIN_CHAIN, ["-i", bridge, "!", "-o", bridge, "-j", STAGE2]),
               (STAGE2, ["-o", bridge, "-j", "DROP"]),
               (FORWARD, ["-o", bridge, "-m", "conntrack", "--ctstate",
                          "RELATED,ESTABLISHED", "-j", "ACCEPT"]),
