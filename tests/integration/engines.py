@@ -44,12 +44,15 @@ def set_default_bridge(root: Path, run: Path) -> None:
 
 
 def drop_networks(root: Path, run: Path) -> None:
-    """Every bridge network of ROOT off the host: bridges, rules, leases."""
+    """Every bridge network of ROOT off the host: bridges, rules, leases; but
+    never the host's default bridge, which a root the tests did not give a
+    bridge of its own names, and the host's real containers may be on."""
+    from corral.manager.networking import DEFAULT_BRIDGE
     from corral.network import Networks
 
     if (root / "networks.db").exists():
         networks = Networks(root, run)
-        networks.teardown()
+        networks.teardown(keep={DEFAULT_BRIDGE})
         networks.close()
 
 

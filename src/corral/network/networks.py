@@ -24,7 +24,7 @@ import shutil
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -138,13 +138,14 @@ class Networks:
                     removed.append(network.name)
         return removed
 
-    def teardown(self) -> None:
+    def teardown(self, *, keep: Collection[str] = ()) -> None:
         """Every bridge network of this root off the host, the default one's
-        too (resolvers, rules, bridges, leases, records): for a root that is
-        being thrown away, such as a test's. Attachments are not looked at."""
+        too (resolvers, rules, bridges, leases, records), but for those on the
+        bridges named in ``keep``: for a root that is being thrown away, such
+        as a test's. Attachments are not looked at."""
         with self._locked():
             for network in self.store.networks():
-                if network.driver == "bridge":
+                if network.driver == "bridge" and network.bridge not in keep:
                     self._teardown(network)
 
     # -- namespaces -------------------------------------------------------
