@@ -35,12 +35,15 @@ def private_bridge() -> dict:
                               f"{random.randint(0, 255)}.0/24"}
 
 
-def set_default_bridge(root: Path, run: Path) -> None:
+def set_default_bridge(root: Path, run: Path) -> str:
     """Make the default bridge of a fresh ROOT a private one: the first
-    process on a root records it, later ones (corral, corrald) keep it."""
+    process on a root records it, later ones (corral, corrald) keep it.
+    Its name."""
     from corral.network import Networks
 
-    Networks(root, run, **private_bridge()).close()
+    bridge = private_bridge()
+    Networks(root, run, **bridge).close()
+    return bridge["default_bridge"]
 
 
 def drop_networks(root: Path, run: Path) -> None:

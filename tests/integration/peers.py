@@ -605,7 +605,7 @@ class Corrald:
     def start(self) -> Corrald:
         from tests.integration.engines import set_default_bridge
 
-        set_default_bridge(self.root, self.run_dir)
+        self.bridge = set_default_bridge(self.root, self.run_dir)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "corral.manager.daemon", "-H", f"unix://{self.socket}",

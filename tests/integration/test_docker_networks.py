@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -23,32 +21,17 @@ import pytest
 from corral import _syscalls
 from corral.network import NetworkError, Networks
 from tests.integration import peers
-from tests.integration.test_networking import host_address, unique_subnet
+from tests.integration.test_networking import (
+    fetch,
+    free_port,
+    host_address,
+    unique_subnet,
+)
 
 
 class NetworkedCorrald(peers.Corrald):
-    """corrald with a default bridge and subnet of its own."""
-
-    def __init__(self, workdir: Path) -> None:
-        super().__init__(workdir)
-        self.bridge = f"cd{uuid.uuid4().hex[:8]}"
-        self.bip = unique_subnet().replace(".0/24", ".1/24")
-
-    def start(self) -> NetworkedCorrald:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "corral.manager.daemon", "-H",
-                 f"unix://{self.socket}", "--root", str(self.root), "--exec-root",
-                 str(self.run_dir), "--bridge", self.bridge, "--bip", self.bip],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log_tail()
-            if self.socket.exists() and self.request("GET", "/_ping")[0] == 200:
-                return self
-            time.sleep(0.05)
-        raise AssertionError(f"corrald not ready:\n{self.log_tail()}")
+    """corrald (with a default bridge and subnet of its own, as every test's)
+    whose clean-up also takes what a SIGKILLed run of it left on the host."""
 
     def networks(self) -> Networks:
         return Networks(self.root, self.run_dir, default_bridge=self.bridge,
@@ -92,24 +75,6 @@ def corrald():
 def image(corrald, busybox_image) -> str:
     corrald.ok("pull", busybox_image)
     return busybox_image
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def fetch(url: str, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return response.read().decode()
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def footprint(corrald, *tags: str) -> dict:

@@ -17,17 +17,25 @@ KNOWN = ("id", "name", "label", "status", "exited", "ancestor", "before", "since
 STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
 
 
-def normalize(filters: dict | None) -> dict[str, list[str]]:
-    """``{"status": ["running"]}`` from either form; InvalidArgument otherwise."""
+def parse(filters: dict | None, known: tuple[str, ...]) -> dict[str, list[str]]:
+    """Any ``filters`` object of the API (containers, volumes, networks) as
+    ``{"name": ["value", ...]}`` from either form, its keys among ``known``;
+    InvalidArgument otherwise."""
     result: dict[str, list[str]] = {}
     for key, values in (filters or {}).items():
-        if key not in KNOWN:
+        if key not in known:
             raise InvalidArgument(f"invalid filter '{key}'")
         if isinstance(values, dict):
             values = [value for value, on in values.items() if on]
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
             raise InvalidArgument(f"filter '{key}': must be a list of strings")
         result[key] = values
+    return result
+
+
+def normalize(filters: dict | None) -> dict[str, list[str]]:
+    """``{"status": ["running"]}`` from either form; InvalidArgument otherwise."""
+    result = parse(filters, KNOWN)
     for status in result.get("status", []):
         if status not in STATUSES:
             raise InvalidArgument(f"invalid filter 'status={status}'")

@@ -180,15 +180,9 @@ class VolumeStore:
 # Filters -----------------------------------------------------------------------
 
 def _normalize(filters: dict | None, known: tuple[str, ...]) -> dict[str, list[str]]:
-    result = {}
-    for key, values in (filters or {}).items():
-        if key not in known:
-            raise InvalidArgument(f"invalid filter '{key}'")
-        if isinstance(values, dict):
-            values = [value for value, on in values.items() if on]
-        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise InvalidArgument(f"filter '{key}': must be a list of strings")
-        result[key] = values
+    from .filters import parse
+
+    result = parse(filters, known)
     for key in ("dangling", "all"):
         for value in result.get(key, []):
             if value.lower() not in _TRUE + _FALSE:
