@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .digest import Digest, Verifier
-from .errors import BadContent, InvalidArgument, NotFound
+from .errors import (
+    BadContent,
+    InvalidArgument,
+    NoSpace,
+    NotFound,
+    is_no_space,
+    no_space,
+)
 
 _CHUNK = 1 << 20
 
@@ -72,12 +79,13 @@ class ContentStore:
         digest.verify(data, what=f"blob '{digest}'")
         return data
 
-    def write(self, data: bytes, digest: Digest | None = None) -> Digest:
+    def write(self, data: bytes, digest: Digest | None = None, *,
+              what: str | None = None) -> Digest:
         """Store a small blob given whole; check it if its digest is given."""
         digest = digest or Digest.of(data)
         if self.has(digest):
             return digest
-        with self.ingest(digest, len(data)) as writer:
+        with self.ingest(digest, len(data), what=what) as writer:
             if writer.offset:
                 writer.restart()
             writer.write(data)
@@ -106,7 +114,9 @@ class ContentStore:
                 _unlink_if_same(path, fd)
             try:
                 yield writer
-            except BadContent:
+            except (BadContent, NoSpace):
+                # Bad content is no use, and on a full disk the partial
+                # ingest holds the space the user must free to go on.
                 writer.discard()
                 raise
             except BaseException:
@@ -211,9 +221,14 @@ class Writer:
     def write(self, chunk: bytes) -> None:
         self._verifier.update(chunk)
         view = memoryview(chunk)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            if is_no_space(exc):
+                raise no_space(self.what, self.store.root) from exc
+            raise
 
     @property
     def written(self) -> int:

@@ -14,7 +14,8 @@ The hierarchy::
      ├── BadContent             content that fails its checks: digest or size
      │    │                     mismatch, a malformed or unknown manifest
      │    └── LayerError        a layer tar that is broken or hostile
-     └── NotSupported           a valid thing we do not implement (schema 1)
+     ├── NotSupported           a valid thing we do not implement (schema 1)
+     └── NoSpace                the disk of the store is full (ENOSPC, EDQUOT)
 
 The manager maps these to HTTP statuses at its edge (NotFound 404,
 AlreadyExists and FailedPrecondition 409, InvalidArgument 400); nothing in
@@ -25,6 +26,9 @@ path they concern (docs/dev/errors.md).
 """
 
 from __future__ import annotations
+
+import errno
+import sqlite3
 
 
 class Error(Exception):
@@ -73,3 +77,22 @@ class LayerError(BadContent):
 
 class NotSupported(Error):
     pass
+
+
+class NoSpace(Error):
+    """The disk holding the store is full; the message says what to do."""
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """Whether ``exc`` is a full disk: a write's ENOSPC or EDQUOT, or SQLite's
+    "database or disk full"."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return (isinstance(exc, sqlite3.Error)
+            and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL)
+
+
+def no_space(what: str, where) -> NoSpace:
+    """The NoSpace error for ``what`` (the image and its blob or layer)."""
+    return NoSpace(f"{what}: no space left on device (the disk of '{where}' is "
+                   f"full): free some space on it and pull again")

@@ -13,12 +13,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Sequence
 
 from . import mediatypes
 from .digest import Digest
-from .errors import AlreadyExists, BadContent, Error, LayerError, NotFound
+from .errors import (
+    AlreadyExists,
+    BadContent,
+    Error,
+    LayerError,
+    NotFound,
+    is_no_space,
+    no_space,
+)
 from .manifest import Descriptor, chain_ids
 
 log = logging.getLogger(__name__)
@@ -121,6 +130,20 @@ def _size(store, name: str) -> int:
 def apply(store, layer: Descriptor, diff_id: Digest, name: str, parent: str | None,
           *, image: str, progress: Progress = no_progress) -> int:
     """Unpack one layer blob into a new snapshot committed as ``name``."""
+    try:
+        return _apply(store, layer, diff_id, name, parent, image=image,
+                      progress=progress)
+    except Exception as exc:
+        # A full disk shows up as ENOSPC from a write (inside a LayerError
+        # naming the entry) or as SQLite's "database or disk full".
+        if not _full_disk(exc):
+            raise
+        raise no_space(f"image '{image}': layer '{layer.digest}'",
+                       store.root / "snapshots") from exc
+
+
+def _apply(store, layer: Descriptor, diff_id: Digest, name: str, parent: str | None,
+           *, image: str, progress: Progress) -> int:
     from .mount import mount_all, unmount
     from .unpack import apply_layer
 
@@ -130,7 +153,7 @@ def apply(store, layer: Descriptor, diff_id: Digest, name: str, parent: str | No
     key = f"{_EXTRACT}{_owner()}-{uuid.uuid4().hex[:12]} {name}"
     target = store.tmp / key.split()[0]
     progress(short, "Extracting", 0, layer.size)
-    mounted = False
+    mounted, mounts, full = False, [], False
     try:
         mounts = store.snapshots.prepare(key, parent)
         target.mkdir()
@@ -152,14 +175,53 @@ def apply(store, layer: Descriptor, diff_id: Digest, name: str, parent: str | No
             # Another process unpacked the same layer first: use theirs.
             store.snapshots.remove(key)
         key = ""
+    except BaseException as exc:
+        full = _full_disk(exc)
+        raise
     finally:
         if mounted:
             unmount(target)
         with contextlib.suppress(OSError):
             os.rmdir(target)
+        if key and full:
+            # Removing the record needs room in the snapshots' database:
+            # free what the layer wrote first.
+            _empty(_writable_dir(mounts))
         if key:
             with contextlib.suppress(Error):
                 store.snapshots.remove(key)
     progress(short, "Pull complete", None, None)
     log.debug("unpacked %s into snapshot %s", layer.digest, name)
     return applied.size
+
+
+def _full_disk(exc: BaseException | None) -> bool:
+    """Whether ``exc`` or an error it was raised from is a full disk."""
+    while exc is not None:
+        if is_no_space(exc):
+            return True
+        exc = exc.__cause__
+    return False
+
+
+def _writable_dir(mounts) -> str | None:
+    """Where the writes to an active snapshot's mounts land."""
+    for mount in mounts:
+        for option in mount.options:
+            if option.startswith("upperdir="):
+                return option.removeprefix("upperdir=")
+        if mount.type == "bind" and "rw" in mount.options:
+            return mount.source
+    return None
+
+
+def _empty(directory: str | None) -> None:
+    if directory is None:
+        return
+    with contextlib.suppress(FileNotFoundError), os.scandir(directory) as entries:
+        for entry in list(entries):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)

@@ -14,15 +14,17 @@ transaction.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
+import sqlite3
 import threading
 import time
 
 from . import layers as unpacking
 from . import manifest as manifests
 from . import mediatypes
-from .errors import BadContent, Error, NotFound
-from .manifest import Descriptor
+from .errors import BadContent, Error, NoSpace, NotFound
+from .manifest import Descriptor, chain_ids
 from .platform import Platform
 from .reference import Reference
 from .store import Image, Store
@@ -41,23 +43,38 @@ def pull(store: Store, client, ref: Reference, *, platform: Platform | None = No
         platform: which manifest of an index to take (the host's by default).
     """
     platform = platform or Platform.host()
-    with store.lock():
-        top = client.get_manifest(ref)
-        store.content.write(top.data, top.digest)
-        index_digest = None
-        chosen = top
-        if top.media_type in mediatypes.INDEXES:
-            index_digest = top.digest
-            entry = select(manifests.parse_index(top.data, top.media_type,
-                                                 f"image '{ref}': index"),
-                           platform, str(ref))
-            chosen = client.get_manifest(ref.with_digest(entry.digest))
-            if len(chosen.data) != entry.size:
-                raise BadContent(f"image '{ref}': manifest '{entry.digest}' is "
-                                 f"{len(chosen.data)} bytes, the index says {entry.size}")
-            store.content.write(chosen.data, chosen.digest)
-        return _pull_manifest(store, client, ref, chosen, index_digest, platform,
-                              progress)
+    added = Added(store)
+    try:
+        with store.lock():
+            return _pull(store, client, ref, platform, progress, added)
+    except NoSpace:
+        # The user must free space: do not keep what this pull wrote.
+        added.undo()
+        raise
+
+
+def _pull(store: Store, client, ref: Reference, platform: Platform, progress,
+          added: Added) -> Image:
+    top = client.get_manifest(ref)
+    added.blob(top.digest)
+    store.content.write(top.data, top.digest,
+                        what=f"image '{ref}': manifest '{top.digest}'")
+    index_digest = None
+    chosen = top
+    if top.media_type in mediatypes.INDEXES:
+        index_digest = top.digest
+        entry = select(manifests.parse_index(top.data, top.media_type,
+                                             f"image '{ref}': index"),
+                       platform, str(ref))
+        chosen = client.get_manifest(ref.with_digest(entry.digest))
+        if len(chosen.data) != entry.size:
+            raise BadContent(f"image '{ref}': manifest '{entry.digest}' is "
+                             f"{len(chosen.data)} bytes, the index says {entry.size}")
+        added.blob(chosen.digest)
+        store.content.write(chosen.data, chosen.digest,
+                            what=f"image '{ref}': manifest '{chosen.digest}'")
+    return _pull_manifest(store, client, ref, chosen, index_digest, platform,
+                          progress, added)
 
 
 def select(index: manifests.Index, platform: Platform, image: str) -> Descriptor:
@@ -76,16 +93,20 @@ def _platform_text(platform: dict) -> str:
 
 
 def _pull_manifest(store: Store, client, ref: Reference, chosen, index_digest,
-                   platform: Platform, progress) -> Image:
+                   platform: Platform, progress, added: Added) -> Image:
     what = f"image '{ref}'"
     manifest = manifests.parse_manifest(chosen.data, chosen.media_type,
                                         f"{what}: manifest '{chosen.digest}'")
+    added.blob(manifest.config.digest)
     config_data = _fetch_small(store, client, ref, manifest.config, what)
     config = manifests.parse_config(config_data, f"{what}: config '{manifest.config.digest}'")
     if config.os and config.os != platform.os:
         log.warning("%s is for %s/%s, not %s", ref, config.os, config.architecture, platform)
     for layer in manifest.layers:
         progress(layer.digest.short, "Pulling fs layer", None, None)
+    for layer in manifest.layers:
+        added.blob(layer.digest)
+    added.chain(chain_ids(tuple(config.diff_ids)))
     size = _fetch_and_unpack(store, client, ref, manifest, config, progress)
     image = Image(manifest.config.digest, chosen.digest, chosen.media_type, index_digest,
                   str(platform), config.created, time.time(), size)
@@ -157,4 +178,38 @@ def fetch_blob(store: Store, client, ref: Reference, desc: Descriptor, *, what: 
                     last = now
         progress(short, "Verifying Checksum", writer.written, desc.size)
         writer.commit()
+
+
+class Added:
+    """What one pull adds to the store, for a pull that a full disk stops to
+    take out again: blobs and snapshots that it found missing and that no
+    image needs (under the exclusive lock, so no other pull is half-way)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.blobs: list = []
+        self.snapshots: list[str] = []
+
+    def blob(self, digest) -> None:
+        if not self.store.content.has(digest):
+            self.blobs.append(digest)
+
+    def chain(self, chain) -> None:
+        self.snapshots += [str(name) for name in chain
+                           if not unpacking._committed(self.store, str(name))]
+
+    def undo(self) -> None:
+        store = self.store
+        with store.lock(exclusive=True):
+            images = store.list()
+            blobs = set().union(*(store._blobs_of(image) for image in images))
+            chains = {str(name) for image in images for name in store.chain(image)}
+            for digest in self.blobs:
+                if digest not in blobs:
+                    store.content.delete(digest)
+            # The top first: a snapshot goes only after its children.
+            for name in reversed(self.snapshots):
+                if name not in chains:
+                    with contextlib.suppress(Error, sqlite3.Error):
+                        store.snapshots.remove(name)
 
