@@ -27,6 +27,7 @@ from corral.network import (
     NetworkConflict,
     NetworkError,
     NetworkNotFound,
+    PortBindFailed,
     PortInUse,
     PortMapping,
     PredefinedNetwork,
@@ -34,8 +35,10 @@ from corral.network import (
 
 from .network_fixtures import (  # noqa: F401
     host_address,
+    make_networks,
     networks_fixture,
     ns_run,
+    teardown,
     unique_bridge,
     unique_subnet,
 )
@@ -123,11 +126,15 @@ def test_taken_ports_refused_and_attach_undone(networks):
         bound = holder.getsockname()[1]
         before = _leftovers(networks)
         netns = networks.create_netns("c2")
-        for port in (18081, bound):
-            with pytest.raises(PortInUse, match=f"Bind for 0.0.0.0:{port} failed: "
-                               "port is already allocated"):
-                networks.attach("web", "c2", netns, name="c2",
-                                ports=[PortMapping(80, host_port=port)])
+        with pytest.raises(PortInUse, match="Bind for 0.0.0.0:18081 failed: "
+                           "port is already allocated"):
+            networks.attach("web", "c2", netns, name="c2",
+                            ports=[PortMapping(80, host_port=18081)])
+        # A host socket: what docker-proxy says when its bind fails.
+        with pytest.raises(PortBindFailed, match=f"listen tcp4 0.0.0.0:{bound}: "
+                           "bind: address already in use"):
+            networks.attach("web", "c2", netns, name="c2",
+                            ports=[PortMapping(80, host_port=bound)])
         networks.remove_netns("c2")
         assert _leftovers(networks) == before
     assert [a.container_id for a in networks.attachments(network="web")] == ["c1"]
@@ -231,6 +238,81 @@ def _rules() -> list[str]:
         output = subprocess.run([command], capture_output=True, text=True).stdout
         found += [line for line in output.splitlines() if not line.startswith("#")]
     return found
+
+
+@pytest.fixture
+def other_root(tmp_path):
+    """Networks of a second root on the same host (another corrald's)."""
+    made = make_networks(tmp_path / "other")
+    yield made
+    teardown(made)
+
+
+def test_a_port_published_by_another_root_is_allocated(networks, other_root):
+    # Two roots keep their attachments apart; the nat table is what both see
+    # (a fresh user's report: both published 8080, the first DNAT won).
+    port = _unbound_port()
+    attached(networks, "bridge", "c1", ports=[PortMapping(80, host_port=port)])
+    netns = other_root.create_netns("c2")
+    before = _leftovers(other_root)
+    for host_ip in ("", "0.0.0.0", "127.0.0.1"):
+        with pytest.raises(PortInUse, match=f"Bind for {host_ip or '0.0.0.0'}:{port} "
+                           "failed: port is already allocated"):
+            other_root.attach("bridge", "c2", netns, name="c2", ports=[
+                PortMapping(80, host_ip=host_ip, host_port=port)])
+    assert _leftovers(other_root) == before
+    assert other_root.attachments() == []
+    other_root.remove_netns("c2")
+
+
+def test_two_roots_claiming_one_port_at_once_get_it_once(networks, other_root):
+    import threading
+
+    port = _unbound_port()
+    both = threading.Barrier(2)
+    outcome = {}
+
+    def claim(root, container_id):
+        netns = root.create_netns(container_id)
+        both.wait()
+        try:
+            root.attach("bridge", container_id, netns, name=container_id,
+                        ports=[PortMapping(80, host_port=port)])
+            outcome[container_id] = "published"
+        except PortInUse as exc:
+            outcome[container_id] = str(exc)
+
+    workers = [threading.Thread(target=claim, args=pair)
+               for pair in ((networks, "c1"), (other_root, "c2"))]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert sorted(outcome.values())[-1] == "published", outcome
+    assert sorted(outcome.values())[0] == (f"Bind for 0.0.0.0:{port} failed: port "
+                                           "is already allocated"), outcome
+    rules = subprocess.run(["iptables", "-t", "nat", "-S", "CORRAL-HOSTPORTS"],
+                           capture_output=True, text=True).stdout
+    assert len([r for r in rules.splitlines() if f"--dport {port} " in r]) == 1
+
+
+def test_an_address_the_host_lacks_cannot_be_assigned(networks):
+    netns = networks.create_netns("c1")
+    before = _leftovers(networks)
+    for port in (_unbound_port(), 0):
+        with pytest.raises(PortBindFailed, match=r"Error starting userland proxy: "
+                           r"listen tcp4 10\.9\.9\.9:\d+: bind: cannot assign "
+                           r"requested address\Z"):
+            networks.attach("bridge", "c1", netns, name="c1", ports=[
+                PortMapping(80, host_ip="10.9.9.9", host_port=port)])
+    assert _leftovers(networks) == before and networks.attachments() == []
+    networks.remove_netns("c1")
+
+
+def _unbound_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("0.0.0.0", 0))
+        return sock.getsockname()[1]
 
 
 def _leftovers(networks, marks=()) -> dict:

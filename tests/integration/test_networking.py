@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -446,3 +447,65 @@ def test_a_published_port_is_reached_from_another_network(engine):
     for container_id in (server, client, direct):
         engine.remove(container_id, force=True)
     engine.network_remove("other")
+
+
+# A fresh user's reports ---------------------------------------------------------
+
+def test_an_address_the_host_lacks_is_not_allocated_but_unassignable(engine):
+    # dockerd: the bind of docker-proxy fails, and its bridge driver names
+    # the endpoint; we said "port is already allocated".
+    port = free_port()
+    container_id = engine.create({"Image": engine.image, "Cmd": ["true"], "HostConfig": {
+        "PortBindings": {"80/tcp": [{"HostIp": "10.9.9.9", "HostPort": str(port)}]}},
+        }, name="nowhere")["Id"]
+    with pytest.raises(errors.Error) as raised:
+        engine.start(container_id)
+    message = str(raised.value)
+    assert message.startswith("driver failed programming external connectivity on "
+                              "endpoint nowhere (")
+    assert message.endswith(f"): Error starting userland proxy: listen tcp4 "
+                            f"10.9.9.9:{port}: bind: cannot assign requested address")
+    assert raised.value.status == 500
+    assert leftovers(engine, container_id) == NOTHING
+    assert engine.networks.attachments(container_id=container_id) == []
+
+
+def test_connect_and_disconnect_rewrite_the_running_containers_hosts(engine):
+    subnet = unique_subnet()
+    prefix = subnet.rsplit(".", 1)[0] + "."
+    engine.network_create({"Name": "later", "IPAM": {"Config": [{"Subnet": subnet}]}})
+    # The container prints its /etc/hosts once the new address is in it.
+    container_id = run(engine, f"for i in $(seq 100); do grep -q '^{prefix}' "
+                       "/etc/hosts && break; sleep 0.1; done; cat /etc/hosts; sleep 30",
+                       Hostname="box")
+    first = engine.inspect(container_id)["NetworkSettings"]["IPAddress"]
+    engine.network_connect("later", {"Container": container_id})
+    added = engine.inspect(container_id)["NetworkSettings"]["Networks"]["later"]
+    deadline = time.monotonic() + 10
+    while f"{added['IPAddress']}\tbox" not in (seen := b"".join(
+            data for _, data in engine.logs(
+                container_id, stdout=True, stderr=True, follow=False, since=None,
+                until=None, tail=None, timestamps=False)).decode()):
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.1)
+    assert f"{first}\tbox\n{added['IPAddress']}\tbox\n" in seen
+    engine.network_disconnect("later", {"Container": container_id})
+    hosts = (engine.directory(container_id) / "hosts").read_text()
+    assert hosts.endswith(f"{first}\tbox\n") and prefix not in hosts
+    engine.remove(container_id, force=True)
+    engine.network_remove("later")
+
+
+def test_host_mode_warns_of_discarded_ports_and_copies_the_hosts_file(engine):
+    created = engine.create({"Image": engine.image, "Cmd": ["cat", "/etc/hosts"],
+                             "HostConfig": {"NetworkMode": "host", "PortBindings": {
+                                 "80/tcp": [{"HostPort": str(free_port())}]}}})
+    assert created["Warnings"] == ["Published ports are discarded when using host "
+                                   "network mode"]
+    engine.start(created["Id"])
+    assert logs(engine, created["Id"]) == Path("/etc/hosts").read_text()
+    assert engine.create({"Image": engine.image, "HostConfig": {
+        "NetworkMode": "host"}})["Warnings"] == []
+    with_extra = run(engine, "cat /etc/hosts", HostConfig={
+        "NetworkMode": "host", "ExtraHosts": ["db:192.0.2.9"]})
+    assert re.search(r"^192\.0\.2\.9\s+db$", logs(engine, with_extra), re.M)

@@ -15,6 +15,7 @@ from corral.network import (
     PortInUse,
     PortMapping,
     PredefinedNetwork,
+    hostports,
     ports,
     subnets,
 )
@@ -87,6 +88,30 @@ def test_port_bound_on_host_is_taken():
             ports.resolve([PortMapping(80, host_port=port)], [])
         assert ports.bound_on_host(PortMapping(80, host_ip="127.0.0.1",
                                                host_port=port))
+
+
+def test_wildcard_host_ip_clashes_with_every_address():
+    for wild in ("", "0.0.0.0"):
+        assert ports.clashes(PortMapping(80, host_ip=wild, host_port=8080),
+                             PortMapping(81, host_ip="127.0.0.1", host_port=8080))
+    assert not ports.clashes(PortMapping(80, host_ip="127.0.0.2", host_port=8080),
+                             PortMapping(81, host_ip="127.0.0.1", host_port=8080))
+
+
+def test_dnat_rules_read_back_from_iptables_s():
+    line = ("-A CORRAL-HOSTPORTS -d 127.0.0.1/32 -p udp -m udp --dport 8053 -m "
+            "comment --comment abc123 -j DNAT --to-destination 10.88.0.2:53")
+    assert hostports.parse_rule(line.split()) == (
+        "abc123", PortMapping(53, "udp", "127.0.0.1", 8053))
+    wild = ("-A CORRAL-HOSTPORTS -p tcp -m tcp --dport 8080 -m comment --comment x "
+            "-j DNAT --to-destination 10.88.0.3:80")
+    assert hostports.parse_rule(wild.split()) == ("x", PortMapping(80, "tcp", "", 8080))
+    assert hostports.parse_rule("-N CORRAL-HOSTPORTS".split()) is None
+    # Rules made by hostports.rules() parse back to their mapping.
+    made = hostports.rules("cid", "10.1.0.5", "10.1.0.0/24",
+                           [PortMapping(80, "tcp", "10.0.0.1", 9000)])[0]
+    assert hostports.parse_rule(["-A", made[0], *made[1]]) == (
+        "cid", PortMapping(80, "tcp", "10.0.0.1", 9000))
 
 
 @pytest.fixture

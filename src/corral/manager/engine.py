@@ -147,7 +147,7 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking, VolumeOps):
         if not image_ref:
             raise InvalidArgument("config.Image: no image given")
         image = self._image(image_ref)
-        self.check_networking(request)
+        warnings = self.check_networking(request)
         if name:
             name = names.check_name(name)
         else:
@@ -164,7 +164,7 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking, VolumeOps):
                 self._undo_create(container_id)
                 raise
         self._event(self.records.get(container_id), "create")
-        return {"Id": container_id, "Warnings": []}
+        return {"Id": container_id, "Warnings": warnings}
 
     def _image(self, image_ref: str):
         try:

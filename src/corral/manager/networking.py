@@ -156,9 +156,10 @@ class Networking(NetworkResources):
 
     # Create --------------------------------------------------------------------
 
-    def check_networking(self, request) -> None:
+    def check_networking(self, request) -> list[str]:
         """Check what the create body asks of the network, before anything is
-        made; normalizes HostConfig.PortBindings and EndpointsConfig."""
+        made; normalizes HostConfig.PortBindings and EndpointsConfig. Returns
+        the create's warnings (dockerd's words)."""
         config, host = request.config, request.host_config
         check_conflicts(config, host)
         host["PortBindings"] = ports.normalize_bindings(host["PortBindings"])
@@ -167,7 +168,11 @@ class Networking(NetworkResources):
         if kind == "container":
             self.resolve(host["NetworkMode"].partition(":")[2])
             request.networking_config = {}
-            return
+            return []
+        warnings = []
+        if kind == "host" and host["PortBindings"]:
+            warnings.append("Published ports are discarded when using host network "
+                            "mode")
         endpoints = (request.networking_config or {}).get("EndpointsConfig") or {}
         if not isinstance(endpoints, dict):
             raise InvalidArgument("NetworkingConfig.EndpointsConfig: must be an object")
@@ -191,6 +196,7 @@ class Networking(NetworkResources):
                 continue
             checked[network.name] = self._endpoint_config(network, given)
         request.networking_config = {"EndpointsConfig": checked}
+        return warnings
 
     def _endpoint_config(self, network, given: dict) -> dict:
         if not isinstance(given, dict):
@@ -250,7 +256,9 @@ class Networking(NetworkResources):
         try:
             if kind == "container":
                 self._join_other(container)
-            elif kind != "host":
+            elif kind == "host":
+                self._write_host_mode_hosts(container)
+            else:
                 with translated():
                     netns = self.networks.create_netns(container.id)
                     attachments = [] if kind == "none" else self._attach_all(container,
@@ -270,11 +278,19 @@ class Networking(NetworkResources):
         attachments = []
         for index, (name, endpoint) in enumerate(endpoints.items()):
             ip = (endpoint.get("IPAMConfig") or {}).get("IPv4Address") or None
-            attachments.append(self.networks.attach(
-                endpoint.get("NetworkID") or name, container.id, netns,
-                name=container.name, ifname=f"eth{index}",
-                aliases=tuple(endpoint.get("Aliases") or ()), ip=ip,
-                ports=bindings if index == 0 else ()))
+            ref = endpoint.get("NetworkID") or name
+            try:
+                attachments.append(self.networks.attach(
+                    ref, container.id, netns, name=container.name,
+                    ifname=f"eth{index}", aliases=tuple(endpoint.get("Aliases") or ()),
+                    ip=ip, ports=bindings if index == 0 else ()))
+            except network_layer().PortBindFailed as exc:
+                # dockerd's bridge driver names the endpoint before
+                # docker-proxy's words.
+                network_id = self.networks.get(ref).id
+                raise Error(f"driver failed programming external connectivity on "
+                            f"endpoint {container.name} "
+                            f"({endpoint_id(network_id, container.id)}): {exc}") from exc
         return attachments
 
     def _join_other(self, container) -> None:
@@ -389,17 +405,35 @@ class Networking(NetworkResources):
 
     def _write_network_files(self, container, attachments: list) -> None:
         directory = self.directory(container.id)
-        host, config = container.host_config, container.config
-        hostname = config["Hostname"]
-        domain = config.get("Domainname") or ""
-        full = f"{hostname}.{domain} {hostname}" if domain else hostname
-        own = f"{attachments[0].ip}\t{full}\n" if attachments else f"127.0.1.1\t{full}\n"
-        (directory / "hosts").write_text(hosts_file(self._extra_hosts(host), own))
+        host = container.host_config
+        self._write_hosts(container, attachments)
         resolver = None
         if attachments:
             with translated():
                 resolver = self.networks.resolver(attachments[0].network.id)
         (directory / "resolv.conf").write_text(resolv_conf(host, resolver))
+
+    def _write_hosts(self, container, attachments: list) -> None:
+        """/etc/hosts: the container's name on each of its addresses, in the
+        order it joined its networks, as Docker adds one per endpoint. The
+        file is rewritten in place: the container sees the bind-mounted file."""
+        config = container.config
+        hostname = config["Hostname"]
+        domain = config.get("Domainname") or ""
+        full = f"{hostname}.{domain} {hostname}" if domain else hostname
+        own = "".join(f"{a.ip}\t{full}\n" for a in attachments) or \
+            f"127.0.1.1\t{full}\n"
+        text = hosts_file(self._extra_hosts(container.host_config), own)
+        (self.directory(container.id) / "hosts").write_text(text)
+
+    def _write_host_mode_hosts(self, container) -> None:
+        # As dockerd: in host mode the container gets a copy of the host's
+        # /etc/hosts, unless ExtraHosts are given (then the usual file).
+        if container.host_config["ExtraHosts"]:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            text = Path("/etc/hosts").read_text()
+            (self.directory(container.id) / "hosts").write_text(text)
 
     def _extra_hosts(self, host: dict) -> list[tuple[str, str]]:
         pairs = []
@@ -496,10 +530,13 @@ class Networking(NetworkResources):
                 raise Forbidden(f"endpoint with name {container.name} already exists in "
                                 f"network {network.name}")
             endpoint = self._endpoint_config(network, body.get("EndpointConfig") or {})
-            if self.state(container).running:
+            running = self.state(container).running
+            if running:
                 self._attach_running(container, network, endpoint)
             endpoints[network.name] = endpoint
             self._save_endpoints(container, endpoints)
+            if running:
+                self._rewrite_hosts(container)
 
     def _attach_running(self, container, network, endpoint: dict) -> None:
         used = {a.ifname for a in self._attachments(container.id)}
@@ -534,6 +571,15 @@ class Networking(NetworkResources):
             with translated():
                 self.networks.detach(network.id, container.id)
             self._save_endpoints(container, endpoints)
+            if self.state(container).running:
+                self._rewrite_hosts(container)
+
+    def _rewrite_hosts(self, container) -> None:
+        # The attachments in the order of the container's endpoints (the
+        # order it joined them).
+        attached = {a.network.name: a for a in self._attachments(container.id)}
+        order = list(_endpoints(self.records.get(container.id)))
+        self._write_hosts(container, [attached[n] for n in order if n in attached])
 
     def _save_endpoints(self, container, endpoints: dict) -> None:
         networking = dict(container.document.get("networking_config") or {},

@@ -14,6 +14,7 @@ from .errors import (
                      NetworkError,
                      NetworkNotFound,
                      PluginError,
+                     PortBindFailed,
                      PortInUse,
                      PredefinedNetwork,
 )
@@ -22,4 +23,4 @@ from .networks import Networks
 
 __all__ = ["Attachment", "InvalidNetworkArgument", "Network", "NetworkConflict",
            "NetworkError", "NetworkNotFound", "Networks", "PluginError",
-           "PortInUse", "PortMapping", "PredefinedNetwork"]
+           "PortBindFailed", "PortInUse", "PortMapping", "PredefinedNetwork"]

@@ -7,6 +7,7 @@
      ├── NetworkConflict            name taken, subnet overlap, still in use (409)
      │    └── PredefinedNetwork     "bridge", "host" and "none" are not removed (403)
      ├── PortInUse                  a host port published or bound already (409/500)
+     │    └── PortBindFailed        the bind check failed with an errno (500)
      ├── InvalidNetworkArgument     bad CIDR, gateway or range outside, bad driver (400)
      └── PluginError                a CNI plugin failed: its code, msg and details
 
@@ -15,6 +16,8 @@ docs/dev/errors.md (`<operation> '<object>': <cause>`).
 """
 
 from __future__ import annotations
+
+import os
 
 
 class NetworkError(Exception):
@@ -50,6 +53,25 @@ class PortInUse(NetworkError):
             f"Bind for {shown}:{host_port} failed: port is already allocated")
         self.host_ip = host_ip
         self.host_port = host_port
+
+
+class PortBindFailed(PortInUse):
+    """The bind check of a host port failed: a host socket holds it
+    (EADDRINUSE), the host has no such address (EADDRNOTAVAIL), or another
+    errno. The message is what docker-proxy reports to dockerd; the manager
+    puts the endpoint in front of it, as dockerd's bridge driver does."""
+
+    def __init__(self, host_ip: str, host_port: int, protocol: str,
+                 errno: int) -> None:
+        shown = host_ip or "0.0.0.0"
+        cause = os.strerror(errno)
+        # Go's syscall error texts, which dockerd shows, start in lowercase.
+        cause = cause[:1].lower() + cause[1:]
+        NetworkError.__init__(
+            self, f"Error starting userland proxy: listen {protocol}4 "
+            f"{shown}:{host_port}: bind: {cause}")
+        self.host_ip, self.host_port = host_ip, host_port
+        self.protocol, self.errno = protocol, errno
 
 
 class InvalidNetworkArgument(NetworkError):

@@ -26,12 +26,21 @@ The rules are computed from the attachment's address and mappings, which
 the CNI result cache holds (networks.py), so a DEL after a crash removes
 exactly what the ADD made; removing rules that are gone is not an error.
 The caller holds the networks' lock.
+
+The nat table is the host's one truth of what is published: several roots
+(a daemonless ``corral`` and a corrald of another root) each keep their
+own attachments, and share the chains. So a claim of host ports reads the
+DNAT rules (`published_on_host`) and, with the publish that follows, holds
+a lock of the host (`host_lock`, a flock on a file in /run), never of one
+root: two roots cannot both find a port free and both publish it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .errors import NetworkError
@@ -39,6 +48,7 @@ from .models import PortMapping
 
 DNAT = "CORRAL-HOSTPORTS"
 MASQ = "CORRAL-HOSTPORTS-MASQ"
+HOST_LOCK = Path("/run/corral/hostports.lock")
 # (chain, parent, the jump's match)
 _JUMPS = ((DNAT, "PREROUTING", ["-m", "addrtype", "--dst-type", "LOCAL"]),
           (DNAT, "OUTPUT", ["-m", "addrtype", "--dst-type", "LOCAL"]),
@@ -93,6 +103,56 @@ def unpublish(container_id: str, ip: str, subnet: str,
         for chain, rule in found:
             while _iptables("-C", chain, *rule) == 0:
                 _iptables("-D", chain, *rule)
+
+
+@contextlib.contextmanager
+def host_lock(path: Path = HOST_LOCK) -> Iterator[None]:
+    """Hold the host's lock of published ports (every root takes the same)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path, "a+b")  # noqa: SIM115 (held across the yield)
+    except OSError as exc:
+        raise NetworkError(f"open '{path}': {exc.strerror}") from exc
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def published_on_host() -> list[tuple[str, PortMapping]]:
+    """(container ID, mapping) of every DNAT rule in our chain, whichever
+    root made it; none while the chain does not exist."""
+    try:
+        done = subprocess.run(["iptables", "-w", "-t", "nat", "-S", DNAT],
+                              capture_output=True, text=True)
+    except OSError as exc:
+        raise NetworkError(f"run 'iptables': {exc.strerror}") from exc
+    if done.returncode != 0:
+        return []
+    found = []
+    for line in done.stdout.splitlines():
+        parsed = parse_rule(line.split())
+        if parsed is not None:
+            found.append(parsed)
+    return found
+
+
+def parse_rule(words: list[str]) -> tuple[str, PortMapping] | None:
+    """The (container ID, mapping) of one ``iptables -S`` line of ours."""
+    if words[:2] != ["-A", DNAT] or "--dport" not in words or "-j" not in words:
+        return None
+    target = _after(words, "--to-destination")
+    try:
+        container_port = int(target.rpartition(":")[2])
+        host_port = int(_after(words, "--dport"))
+    except ValueError:
+        return None
+    host_ip = _after(words, "-d").removesuffix("/32")
+    return _after(words, "--comment"), PortMapping(
+        container_port, _after(words, "-p") or "tcp", host_ip, host_port)
+
+
+def _after(words: list[str], flag: str) -> str:
+    return words[words.index(flag) + 1] if flag in words[:-1] else ""
 
 
 def prepare() -> None:

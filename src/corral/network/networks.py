@@ -177,7 +177,10 @@ class Networks:
         """
         network = self.get(ref)
         _check_attachable(network, ip)
-        with self._locked():
+        # The host's lock after the root's (always in this order): the
+        # claim of host ports and their publish are one step for every root.
+        with self._locked(), (hostports.host_lock() if ports
+                              else contextlib.nullcontext()):
             mappings = self._claim(network, container_id, ip, ports)
             attachment = self._add(network, container_id, str(netns_path), ifname,
                                    ip, mappings)
@@ -308,6 +311,9 @@ class Networks:
         if ip and any(a.network.id == network.id and a.ip == ip for a, _ in everyone):
             raise NetworkConflict("Address already in use")
         published = [p for a, _ in everyone for p in a.ports]
+        if wanted:
+            # Other roots' too: the nat table knows every published port.
+            published += [m for _, m in hostports.published_on_host()]
         return host_ports.resolve(wanted, published)
 
     def _add(self, network: Network, container_id: str, netns_path: str,

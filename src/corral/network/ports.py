@@ -2,9 +2,12 @@
 
 A port is published by DNAT rules only (hostports.py); no socket holds it on the
 host (Docker's docker-proxy would). So at attach we refuse a port that
-another attachment publishes, or that a host socket has bound (we try to
-bind it), with Docker's "port is already allocated". Host port 0 takes a
-free port from the kernel's ephemeral range, as Docker does.
+another attachment publishes (of this root, or any root: the host's nat
+table), with Docker's "port is already allocated"; and one we cannot bind
+ourselves with what docker-proxy says for that errno ("address already in
+use" for a host socket, "cannot assign requested address" for an address
+the host lacks). Host port 0 takes a free port from the kernel's ephemeral
+range, as Docker does.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ import random
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from errno import EADDRINUSE
 
-from .errors import InvalidNetworkArgument, PortInUse
+from .errors import InvalidNetworkArgument, PortBindFailed, PortInUse
 from .models import PortMapping
 from .subnets import parse_address
 
@@ -45,13 +49,16 @@ def check(mapping: PortMapping) -> None:
 
 
 def clashes(one: PortMapping, other: PortMapping) -> bool:
-    """True if both would publish the same host port."""
+    """True if both would publish the same host port (no address, or
+    0.0.0.0, is every address)."""
+    wild = ("", "0.0.0.0")
     return (one.host_port == other.host_port and one.protocol == other.protocol
-            and (not one.host_ip or not other.host_ip or one.host_ip == other.host_ip))
+            and (one.host_ip in wild or other.host_ip in wild
+                 or one.host_ip == other.host_ip))
 
 
-def bound_on_host(mapping: PortMapping) -> bool:
-    """True if a host socket holds the port (we cannot bind it ourselves)."""
+def bind_errno(mapping: PortMapping) -> int | None:
+    """The errno of binding the host port ourselves, None if it binds."""
     kind = socket.SOCK_STREAM if mapping.protocol == "tcp" else socket.SOCK_DGRAM
     with socket.socket(socket.AF_INET, kind) as sock:
         # NOTE: SO_REUSEADDR so that connections in TIME_WAIT do not count;
@@ -59,9 +66,14 @@ def bound_on_host(mapping: PortMapping) -> bool:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((mapping.host_ip or "0.0.0.0", mapping.host_port))
-        except OSError:
-            return True
-    return False
+        except OSError as exc:
+            return exc.errno
+    return None
+
+
+def bound_on_host(mapping: PortMapping) -> bool:
+    """True if we cannot bind the port ourselves (a host socket holds it)."""
+    return bind_errno(mapping) is not None
 
 
 def resolve(wanted: Sequence[PortMapping], published: Iterable[PortMapping],
@@ -72,9 +84,12 @@ def resolve(wanted: Sequence[PortMapping], published: Iterable[PortMapping],
     for mapping in wanted:
         check(mapping)
         if mapping.host_port:
-            if any(clashes(mapping, other) for other in taken) or bound_on_host(
-                    mapping):
+            if any(clashes(mapping, other) for other in taken):
                 raise PortInUse(mapping.host_ip, mapping.host_port)
+            errno = bind_errno(mapping)
+            if errno is not None:
+                raise PortBindFailed(mapping.host_ip, mapping.host_port,
+                                     mapping.protocol, errno)
         else:
             mapping = _free(mapping, taken, port_range or ephemeral_range())
         taken.append(mapping)
@@ -89,7 +104,13 @@ def _free(mapping: PortMapping, taken: list[PortMapping],
     for offset in range(high - low + 1):
         candidate = replace(mapping, host_port=low + (start - low + offset) % (
             high - low + 1))
-        if not any(clashes(candidate, other) for other in taken) and not (
-                bound_on_host(candidate)):
+        if any(clashes(candidate, other) for other in taken):
+            continue
+        errno = bind_errno(candidate)
+        if errno is None:
             return candidate
+        if errno != EADDRINUSE:
+            # Another port would fail alike (an address the host lacks).
+            raise PortBindFailed(candidate.host_ip, candidate.host_port,
+                                 candidate.protocol, errno)
     raise PortInUse(mapping.host_ip, 0)
