@@ -1,19 +1,28 @@
 #!/usr/bin/env python3
-"""The manager against Debian's dockerd (and podman when installed).
+"""The manager against Debian's dockerd and podman.
 
 Three measures, each contestant driven by the same client:
 
 1. ``docker run --rm --network none IMAGE true`` through the real docker
-   CLI against corrald and against dockerd (and ``podman run --rm``),
-   alternating: min/median/max and the ratio to dockerd.
+   CLI against corrald and against dockerd, and ``podman run --rm`` with
+   the same flags, alternating: min/median/max and the ratio to dockerd.
 2. N idle containers (``sleep``): memory per container, as the PSS of the
-   per-container supervisors (corral-shim; containerd-shim-runc-v2) plus the
-   growth of the daemons (corrald; dockerd + containerd), over N.
+   per-container supervisors (corral-shim; containerd-shim-runc-v2; conmon)
+   plus the growth of the daemons (corrald; dockerd + containerd; podman
+   has none), over N.
 3. C concurrent clients (docker-py) creating, starting and removing
-   containers for D seconds: cycles per second and the p50/p99 latency.
+   containers for D seconds: cycles per second and the p50/p99 latency
+   (the daemons only: podman serves no API unless ``podman system service``
+   runs, which is not how it is used).
 
 Both daemons run privately (own sockets, roots, network namespace for
-dockerd) and get the same busybox image by ``docker load``. Run as root:
+dockerd) and get the same busybox image by ``docker load``; podman gets a
+root, run root, tmp and network config directory of its own (nothing of
+the host's defaults is touched) and the image by ``podman load`` of the
+docker-archive that corrald saves (``docker save`` against it). podman
+runs runc, as the others do (PEERS.md: it defaults to crun, which refuses
+this machine's hybrid cgroups), with the rlimits root may set here, and
+logs to a k8s-file as the daemons log to json-file. Run as root:
 ``.venv/bin/python bench/manager_bench.py [--rounds 20] [--idle 100]
 [--clients 20 --duration 60]``.
 """
@@ -43,6 +52,7 @@ IMAGE = peers.IMAGE
 
 class Contestant:
     name = ""
+    serves_api = True  # a Docker Engine API socket for docker-py
 
     def docker(self, *args: str, check: bool = True, timeout: float = 120):
         result = subprocess.run(["docker", *args], capture_output=True, text=True,
@@ -108,6 +118,52 @@ class DockerdContestant(Contestant):
         self.daemon.stop()
 
 
+class PodmanContestant(Contestant):
+    """podman, driven by the same argument lists as the docker CLI."""
+
+    name = "podman"
+    serves_api = False
+    # Per container: PEERS.md's runtime and rlimits, and a log file (not the
+    # host's journal).
+    RUN_FLAGS = ("--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768",
+                 "--log-driver", "k8s-file")
+
+    def __init__(self, work: Path) -> None:
+        self.work = peers.make_workdir("bench-pm")
+        self.globals = ["--root", str(self.work / "root"),
+                        "--runroot", str(self.work / "run"),
+                        "--tmpdir", str(self.work / "tmp"),
+                        "--network-config-dir", str(self.work / "net"),
+                        "--storage-driver", "overlay", "--cgroup-manager", "cgroupfs",
+                        "--events-backend", "file", "--runtime", "runc"]
+
+    def docker(self, *args: str, check: bool = True, timeout: float = 120):
+        if args and args[0] == "run":
+            # A cgroup parent of its own, removed at the end (not libpod_parent).
+            args = ("run", *self.RUN_FLAGS, "--cgroup-parent", f"/{self.work.name}",
+                    *args[1:])
+        result = subprocess.run(["podman", *self.globals, *args], capture_output=True,
+                                text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise SystemExit(f"podman {' '.join(args)}: {result.stderr}")
+        return result
+
+    def supervisors(self) -> list[int]:
+        return [pid for pid in pids_named("conmon")
+                if str(self.work) in " ".join(peers._cmdline(pid))]
+
+    def daemons(self) -> list[int]:
+        return []
+
+    def stop(self):
+        self.docker("rm", "-af", check=False, timeout=300)
+        self.docker("unmount", "-a", check=False)
+        peers.kill_processes(peers.processes_mentioning(str(self.work)))
+        peers.unmount_under(self.work)
+        peers.remove_tree(self.work)
+        peers.remove_cgroups(self.work.name)
+
+
 def pids_named(fragment: str) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -137,22 +193,13 @@ def total_pss(pids: list[int]) -> int:
 
 # 1. run --rm --------------------------------------------------------------------
 
-def bench_run(contestants: list[Contestant], rounds: int, podman: bool) -> None:
+def bench_run(contestants: list[Contestant], rounds: int) -> None:
     times: dict[str, list[float]] = {c.name: [] for c in contestants}
-    if podman:
-        times["podman"] = []
     for _ in range(rounds):
         for contestant in contestants:
             start = time.perf_counter()
             contestant.docker("run", "--rm", "--network", "none", IMAGE, "true")
             times[contestant.name].append(time.perf_counter() - start)
-        if podman:
-            start = time.perf_counter()
-            subprocess.run(["podman", "run", "--rm", "--runtime", "runc", "--network",
-                            "none", "--ulimit", "nofile=20000:20000", "--ulimit",
-                            "nproc=32768:32768", IMAGE, "true"], check=True,
-                           capture_output=True)
-            times["podman"].append(time.perf_counter() - start)
     base = statistics.median(times["dockerd"])
     print(f"\nrun --rm true ({rounds} rounds, alternating)")
     print(f"{'':10} {'min ms':>8} {'median ms':>10} {'max ms':>8} {'x dockerd':>10}")
@@ -213,6 +260,15 @@ def bench_concurrent(contestant: Contestant, clients: int, duration: float):
     return cycles / elapsed, statistics.median(latencies), p99
 
 
+def load_podman(corrald: Contestant, work: Path) -> PodmanContestant:
+    """podman with the image that corrald saves as a docker-archive."""
+    saved = work / "saved.tar"
+    corrald.docker("save", "-o", str(saved), IMAGE)
+    podman = PodmanContestant(work)
+    podman.docker("load", "-i", str(saved))
+    return podman
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=20)
@@ -225,19 +281,17 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="corral-manager-bench-"))
     archive = peers.write_image_archive(build_rootfs(work / "rootfs"), work / "image.tar")
-    podman = shutil.which("podman") is not None
     contestants: list[Contestant] = []
     try:
         contestants = [CorraldContestant(work), DockerdContestant(work)]
         for contestant in contestants:
             contestant.docker("load", "-i", str(archive))
-        if podman:
-            subprocess.run(["podman", "load", "-i", str(archive)], check=True,
-                           capture_output=True)
+        if shutil.which("podman") is not None:
+            contestants.append(load_podman(contestants[0], work))
         else:
             print("podman is not installed (apt-get install podman): left out")
         if "run" not in options.skip:
-            bench_run(contestants, options.rounds, podman)
+            bench_run(contestants, options.rounds)
         if "idle" not in options.skip:
             print(f"\n{options.idle} idle containers: PSS per container, kB")
             print(f"{'':10} {'supervisor':>11} {'daemons':>9} {'total':>9}")
@@ -248,7 +302,7 @@ def main() -> None:
             print(f"\n{options.clients} clients for {options.duration:.0f} s: "
                   f"create+start+wait+rm cycles")
             print(f"{'':10} {'cycles/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
-            for contestant in contestants:
+            for contestant in [c for c in contestants if c.serves_api]:
                 rate, p50, p99 = bench_concurrent(contestant, options.clients,
                                                   options.duration)
                 print(f"{contestant.name:10} {rate:9.1f} {p50 * 1e3:8.0f} {p99 * 1e3:8.0f}")
