@@ -27,12 +27,15 @@ SMALL, LARGE = "3m", "64m"
 
 
 def _push(registry, directory: Path, tag: str, data: bytes) -> tuple[str, images.Layout]:
-    """busybox with a layer of its own holding DATA in four files."""
-    layer = images.LayerBuilder()
+    """busybox and two layers holding DATA in four files: the two download
+    side by side, so both are cut short when the disk fills."""
+    layers = [images.LayerBuilder(), images.LayerBuilder()]
     quarter = len(data) // 4
     for index in range(4):
-        layer.file(f"data/part{index}", data[index * quarter:(index + 1) * quarter])
-    layout = images.build_layout(directory / "layout", [images.busybox_tar(), layer.tar()],
+        layers[index // 2].file(f"data/part{index}",
+                                data[index * quarter:(index + 1) * quarter])
+    layout = images.build_layout(directory / "layout",
+                                 [images.busybox_tar(), *(x.tar() for x in layers)],
                                  tag=tag, cmd=["sh"])
     reference = registry.ref(f"test/full-disk:{tag}")
     images.push(layout.path, layout.tag, reference)

@@ -207,6 +207,8 @@ class Added:
             for digest in self.blobs:
                 if digest not in blobs:
                     store.content.delete(digest)
+            # The ingests that the other downloads left when they stopped.
+            store.content.sweep_ingests()
             # The top first: a snapshot goes only after its children.
             for name in reversed(self.snapshots):
                 if name not in chains:
