@@ -508,4 +508,4 @@ def test_host_mode_warns_of_discarded_ports_and_copies_the_hosts_file(engine):
         "NetworkMode": "host"}})["Warnings"] == []
     with_extra = run(engine, "cat /etc/hosts", HostConfig={
         "NetworkMode": "host", "ExtraHosts": ["db:192.0.2.9"]})
-    assert re.search(r"^192\.0\.2\.9\s+db$", logs(engine, with_extra), re.M)
+    assert re.search(r"^192\.0\.2\.9\tdb$", logs(engine, with_extra), re.M)

@@ -221,8 +221,8 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking, VolumeOps):
         domain = config["Domainname"]
         (directory / "hostname").write_text(f"{hostname}\n")
         full = f"{hostname}.{domain} {hostname}" if domain else hostname
-        extra = "".join(f"{line.replace(':', ' ', 1).split(' ', 1)[1]} "
-                        f"{line.split(':', 1)[0]}\n" for line in host["ExtraHosts"] or [])
+        extra = "".join(f"{line.split(':', 1)[1]}\t{line.split(':', 1)[0]}\n"
+                        for line in host["ExtraHosts"] or [])
         (directory / "hosts").write_text(
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
             "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
