@@ -251,3 +251,22 @@ def test_a_pull_killed_midway_is_completed_by_the_next(corral, private_registry,
     corral.run("pull", reference)
     assert_consistent(corral, images_expected=1)
     assert len(corral.snapshot_names()) == 3
+
+
+def test_a_whole_ingest_left_uncommitted_is_committed(corral, private_registry, tmp_path):
+    # A pull killed after a blob's last byte and before its commit left the
+    # whole blob in its ingest: the next pull asked for a Range from its end
+    # and failed on the registry's 416 ("offset ... is past the end").
+    from corral.image.digest import Digest
+    from corral.image.store import Store
+
+    reference = private_registry.ref("bad/whole:1")
+    layout = images.layered_layout(tmp_path / "layout", layers=2, total_mb=2)
+    images.push(layout.path, layout.tag, reference)
+    corral.run("images")
+    layer = layout.layers[0]
+    with Store(corral.root) as store:
+        with store.content.ingest(Digest.parse(layer.digest), layer.size) as writer:
+            writer.write(layout.blob(layer.digest))
+    corral.run("pull", reference)
+    assert_consistent(corral, images_expected=1)

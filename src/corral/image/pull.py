@@ -162,7 +162,7 @@ def fetch_blob(store: Store, client, ref: Reference, desc: Descriptor, *, what: 
     short = desc.digest.short
     blob_what = f"{what}: blob '{desc.digest}'"
     with store.content.ingest(desc.digest, desc.size, what=blob_what) as writer:
-        if writer.done:
+        if writer.done or _whole(writer, desc.size):
             return
         with client.fetch_blob(ref, desc.digest, offset=writer.offset) as stream:
             if stream.offset != writer.offset:
@@ -178,6 +178,21 @@ def fetch_blob(store: Store, client, ref: Reference, desc: Descriptor, *, what: 
                     last = now
         progress(short, "Verifying Checksum", writer.written, desc.size)
         writer.commit()
+
+
+def _whole(writer, size: int) -> bool:
+    """Whether an earlier pull, stopped before its commit, got every byte:
+    then they are committed here (a Range from the end would be refused
+    with a 416). Bytes that do not check out are thrown away, for a fetch
+    from the start."""
+    if writer.offset != size or not size:
+        return False
+    try:
+        writer.commit()
+    except BadContent:
+        writer.restart()
+        return False
+    return True
 
 
 class Added:
