@@ -208,7 +208,9 @@ class Pump:
 
 
 def _poll_delay(waited: float) -> float:
-    return 0.003 if waited < 10 else 0.1
+    # A start by this process wakes the attach at once (run_started); the
+    # polls are for a start by another process (corral beside corrald).
+    return 0.02 if waited < 10 else 0.1
 
 
 def _framed(entries, tty: bool) -> bytes:
@@ -328,8 +330,9 @@ class Attaching:
         begun = time.monotonic()
         watcher = select.poll()
         watcher.register(ours.fileno(), 0)  # POLLHUP: the caller closed its end
-        # Often at first: a short run may be over soon after its shim listens.
-        while not watcher.poll(_poll_delay(time.monotonic() - begun) * 1000):
+        while not watcher.poll(0):
+            with self._started:
+                self._started.wait(_poll_delay(time.monotonic() - begun))
             if time.monotonic() - begun > ATTACH_WAIT:
                 break
             try:
@@ -348,6 +351,12 @@ class Attaching:
                                    stderr=options["stderr"], since=options["since"])
                 return None, past + _framed(missed, options["tty"])
         return None, past
+
+    def run_started(self, container_id: str) -> None:
+        """Wake this process's attaches waiting for a run (of any container:
+        each looks at its own)."""
+        with self._started:
+            self._started.notify_all()
 
     def resize(self, ref: str, *, height: int, width: int) -> None:
         """``POST /containers/{id}/resize``: the size of the container's pty.

@@ -81,6 +81,9 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking, VolumeOps):
         # StartedAt each waits past (remove lets them read a missed run first).
         self._attaches: dict[str, list[str]] = {}
         self._attach_cond = threading.Condition()
+        # Notified at each start (or failed start) of this process: attaches
+        # waiting for a run wake then, not at their next poll.
+        self._started = threading.Condition()
         # The pty masters of the execs this process runs (for exec_resize).
         self._exec_ptys: dict[str, int] = {}
         self._exec_lock = threading.Lock()
@@ -311,6 +314,8 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking, VolumeOps):
                 self.release_network(container.id)
                 self.unmount_rootfs(container.id)
                 raise
+            finally:
+                self.run_started(container.id)
         self._event(container, "start")
 
     def _spawn(self, container: Container) -> None:
