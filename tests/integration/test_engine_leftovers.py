@@ -72,3 +72,32 @@ def test_the_host_network_gives_the_hosts_name(engine):  # noqa: F811
     # It gave the short ID, where Docker gives the host's name.
     text = _output(engine, Cmd=["hostname"], HostConfig={"NetworkMode": "host"})
     assert text.strip() == os.uname().nodename
+
+
+def test_wait_says_when_it_has_begun(engine):  # noqa: F811
+    # corrald held the wait's headers for a fixed 50 ms (so as not to miss a
+    # quick exit), and the docker CLI starts a container only when it has
+    # them: 50 ms on every docker run. The engine now says when it may go.
+    for condition in ("not-running", "next-exit", "removed"):
+        container = engine.create(body(engine, "sleep", "60"))["Id"]
+        if condition != "next-exit":
+            engine.start(container)
+        begun, result = threading.Event(), {}
+        waiter = threading.Thread(target=_wait_into, daemon=True,
+                                  args=(engine, container, condition, begun, result))
+        waiter.start()
+        assert begun.wait(5), condition
+        assert waiter.is_alive() and not result
+        if condition == "next-exit":
+            engine.start(container)
+        engine.kill(container)
+        if condition == "removed":
+            engine.remove(container, force=True)
+        waiter.join(10)
+        assert result["StatusCode"] == 137, condition
+        if condition != "removed":
+            engine.remove(container, force=True)
+
+
+def _wait_into(engine, container: str, condition: str, begun, result: dict) -> None:  # noqa: F811
+    result.update(engine.wait(container, condition=condition, begun=begun.set))

@@ -22,7 +22,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..image import errors as image_errors
@@ -460,14 +460,22 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking, VolumeOps):
         except Error as exc:
             raise Error(f"{verb} container '{container.id}': {exc}") from exc
 
-    def wait(self, ref: str, *, condition: str = "not-running") -> dict:
-        """``POST /containers/{id}/wait``: ``{"StatusCode", "Error"}``."""
+    def wait(self, ref: str, *, condition: str = "not-running",
+             begun: Callable[[], None] | None = None) -> dict:
+        """``POST /containers/{id}/wait``: ``{"StatusCode", "Error"}``.
+
+        ``begun`` is called once the state the wait starts from is read: an
+        exit from then on is not missed (corrald sends the response's
+        headers then, and the docker CLI starts the container on them).
+        """
         if condition not in ("not-running", "next-exit", "removed"):
             raise InvalidArgument(f"invalid condition: '{condition}'")
         container = self.resolve(ref)
         if condition == "removed":
-            return self._wait_removed(container)
+            return self._wait_removed(container, begun)
         state = self.state(container)
+        if begun is not None:
+            begun()
         if condition == "next-exit" or state.status == "created":
             state = self._wait_running(container, state)
         while state.running:
@@ -497,12 +505,16 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking, VolumeOps):
                 return state
             time.sleep(_POLL)
 
-    def _wait_removed(self, container: Container) -> dict:
+    def _wait_removed(self, container: Container,
+                      begun: Callable[[], None] | None = None) -> dict:
         """The exit code of the (next) run, once the container is removed:
         ``docker run --rm`` exits with it."""
         code = self.state(container).exit_code
-        with contextlib.suppress(NotFound):
-            code = self.wait(container.id)["StatusCode"]
+        try:
+            code = self.wait(container.id, begun=begun)["StatusCode"]
+        except NotFound:
+            if begun is not None:
+                begun()
         # Short polls: docker run --rm waits here for the daemon's removal.
         while True:
             try:

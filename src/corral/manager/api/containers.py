@@ -201,12 +201,18 @@ async def wait(request: web.Request) -> web.StreamResponse:
     wait_for = method(request, "wait")
     ref = request.match_info["id"]
     await backend(request).call(method(request, "resolve"), ref)
+    loop = asyncio.get_running_loop()
+    begun = asyncio.Event()
     waiting = asyncio.ensure_future(in_thread(
-        wait_for, ref, condition=request.query.get("condition") or "not-running"))
-    # NOTE: the engine reads the container's state when wait() begins; with
-    # no hook to say it has, we give the thread a moment before the headers.
-    done, _ = await asyncio.wait([waiting], timeout=0.05)
-    if done:
+        wait_for, ref, condition=request.query.get("condition") or "not-running",
+        begun=lambda: loop.call_soon_threadsafe(begun.set)))
+    # The headers once the engine has read the state it waits from: not
+    # before (a quick exit would be missed), not later (the CLI waits).
+    started = asyncio.ensure_future(begun.wait())
+    done, _ = await asyncio.wait([waiting, started], timeout=5,
+                                 return_when=asyncio.FIRST_COMPLETED)
+    started.cancel()
+    if waiting in done:
         return web.json_response(waiting.result())
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     await response.prepare(request)
