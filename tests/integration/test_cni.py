@@ -538,3 +538,20 @@ def test_forward_policy_drop():
         "published, loopback": True, "published, from outside": True,
         "published, from its network": True, "published, from itself": True,
         "outbound": True, "internal, outbound": False}
+
+
+def test_a_detach_after_its_namespace_went_deletes_the_hosts_end(networks):
+    # The kernel deletes a namespace's veths when it frees the namespace, in
+    # a work queue, later: a detach after a crash left the host's end for a
+    # while (CI saw it). An open fd holds the namespace as a slow queue does.
+    network = user_network(networks, "held")
+    netns, _ = attached(networks, "held", "held-1")
+    holder = os.open(netns, os.O_RDONLY)
+    try:
+        networks.remove_netns("held-1")
+        networks.detach("held", "held-1")
+        ends = subprocess.run(["ip", "-o", "link", "show", "master", network.bridge],
+                              capture_output=True, text=True).stdout
+        assert ends == ""
+    finally:
+        os.close(holder)

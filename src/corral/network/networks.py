@@ -364,10 +364,14 @@ class Networks:
         config, rt, result = entry
         self._unpublish(network, config, rt, result)
         # CNI SPEC.md: DEL must succeed when resources are gone; with the
-        # namespace gone, plugins are given none and the kernel has already
-        # deleted the veth pair with it.
-        rt.netns = rt.netns if netns.is_netns(rt.netns) else ""
+        # namespace gone, plugins are given none. The kernel deletes the
+        # veth pair with the namespace, but later, in a work queue: do not
+        # leave the host's end to it.
+        gone = not netns.is_netns(rt.netns)
+        rt.netns = "" if gone else rt.netns
         self.plugins.delete(config, rt, result)
+        if gone and result is not None:
+            _delete_host_ends(result, network.bridge)
         path.unlink(missing_ok=True)
 
     @staticmethod
@@ -381,6 +385,17 @@ class Networks:
         address = cni.container_address(result, rt.netns)[0]
         hostports.unpublish(rt.container_id, address, network.subnet,
                             [PortMapping.from_cni(m) for m in wanted])
+
+
+def _delete_host_ends(result: dict, bridge: str) -> None:
+    """Delete the host's ends of the veths a CNI result names (its
+    interfaces without a sandbox, but the bridge), where they are left."""
+    for interface in result.get("interfaces") or []:
+        name = interface.get("name", "")
+        if interface.get("sandbox") or not name or name == bridge:
+            continue
+        if Path("/sys/class/net", name).exists():
+            subprocess.run(["ip", "link", "del", name], capture_output=True)
 
 
 def _new_id() -> str:
