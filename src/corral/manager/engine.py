@@ -221,16 +221,16 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking, VolumeOps):
 
     def _write_files(self, directory: Path, hostname: str, config: dict,
                      host: dict) -> None:
+        # The files of a container on no network yet; a start on one
+        # writes them again with its addresses (network_files.py).
+        from .network_files import hosts_file, resolv_conf
+
         domain = config["Domainname"]
         (directory / "hostname").write_text(f"{hostname}\n")
         full = f"{hostname}.{domain} {hostname}" if domain else hostname
-        extra = "".join(f"{line.split(':', 1)[1]}\t{line.split(':', 1)[0]}\n"
-                        for line in host["ExtraHosts"] or [])
-        (directory / "hosts").write_text(
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-            "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
-            f"ff02::2\tip6-allrouters\n{extra}127.0.1.1\t{full}\n")
-        (directory / "resolv.conf").write_text(_resolv_conf(host))
+        extra = [tuple(line.split(":", 1)) for line in host["ExtraHosts"] or []]
+        (directory / "hosts").write_text(hosts_file(extra, f"127.0.1.1\t{full}\n"))
+        (directory / "resolv.conf").write_text(resolv_conf(host, None))
 
     def _undo_create(self, container_id: str) -> None:
         """Remove whatever a create of ``container_id`` made, then its record."""
@@ -662,28 +662,3 @@ def _write_json(path: Path, value: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(value, indent=1))
     tmp.rename(path)
-
-
-def _resolv_conf(host: dict) -> str:
-    """The host's resolv.conf with loopback servers dropped (they mean nothing
-    in the container's network namespace), or what Dns/DnsSearch ask."""
-    lines = []
-    with contextlib.suppress(OSError):
-        for line in Path("/etc/resolv.conf").read_text().splitlines():
-            words = line.split()
-            if not words or words[0].startswith(("#", ";")):
-                continue
-            if words[0] == "nameserver" and (host["Dns"] or
-                                             words[1:2] and words[1].startswith("127.")):
-                continue
-            if words[0] in ("search", "domain") and host["DnsSearch"]:
-                continue
-            if words[0] == "options" and host["DnsOptions"]:
-                continue
-            lines.append(line)
-    lines += [f"nameserver {server}" for server in host["Dns"] or []]
-    if host["DnsSearch"]:
-        lines.append(f"search {' '.join(host['DnsSearch'])}")
-    if host["DnsOptions"]:
-        lines.append(f"options {' '.join(host['DnsOptions'])}")
-    return "".join(f"{line}\n" for line in lines)

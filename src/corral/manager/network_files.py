@@ -95,10 +95,8 @@ def hosts_file(extra: list[tuple[str, str]], own: str) -> str:
 def resolv_conf(host: dict, resolver: str | None) -> str:
     """resolv.conf: on a user network our resolver first (then any Dns
     given), else the host's servers or Dns; DnsSearch, DnsOptions."""
-    from .engine import _resolv_conf
-
     if resolver is None:
-        return _resolv_conf(host)
+        return _host_resolv_conf(host)
     lines = [f"nameserver {resolver}",
              *(f"nameserver {server}" for server in host["Dns"] or [])]
     search = host["DnsSearch"] or _host_words("search")
@@ -116,3 +114,28 @@ def _host_words(key: str) -> list[str]:
             if words and words[0] == key:
                 return words[1:]
     return []
+
+
+def _host_resolv_conf(host: dict) -> str:
+    """The host's resolv.conf with loopback servers dropped (they mean nothing
+    in the container's network namespace), or what Dns/DnsSearch ask."""
+    lines = []
+    with contextlib.suppress(OSError):
+        for line in Path("/etc/resolv.conf").read_text().splitlines():
+            words = line.split()
+            if not words or words[0].startswith(("#", ";")):
+                continue
+            if words[0] == "nameserver" and (host["Dns"] or
+                                             words[1:2] and words[1].startswith("127.")):
+                continue
+            if words[0] in ("search", "domain") and host["DnsSearch"]:
+                continue
+            if words[0] == "options" and host["DnsOptions"]:
+                continue
+            lines.append(line)
+    lines += [f"nameserver {server}" for server in host["Dns"] or []]
+    if host["DnsSearch"]:
+        lines.append(f"search {' '.join(host['DnsSearch'])}")
+    if host["DnsOptions"]:
+        lines.append(f"options {' '.join(host['DnsOptions'])}")
+    return "".join(f"{line}\n" for line in lines)
