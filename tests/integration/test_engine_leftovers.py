@@ -101,3 +101,26 @@ def test_wait_says_when_it_has_begun(engine):  # noqa: F811
 
 def _wait_into(engine, container: str, condition: str, begun, result: dict) -> None:  # noqa: F811
     result.update(engine.wait(container, condition=condition, begun=begun.set))
+
+
+def test_an_engine_closed_after_a_failed_run_rm_waits_for_its_attach(engine, caplog):  # noqa: F811
+    # corral run --rm of a program that cannot run: the CLI closed its engine
+    # while the attach's thread still read the database ("Cannot operate on a
+    # closed database"), and now and then died of a segmentation fault.
+    from corral.manager import errors
+    from corral.manager.engine import Engine
+
+    for _ in range(8):
+        other = Engine(engine.root, engine.run, default_bridge=engine.default_bridge,
+                       default_subnet=engine.default_subnet)
+        container = other.create(body(engine, "/etc/passwd", HostConfig={
+            "AutoRemove": True, "NetworkMode": "none"}))["Id"]
+        sock = other.attach(container, stdout=True, stderr=True, stream=True)
+        try:
+            other.start(container)
+        except errors.StartFailed:
+            pass
+        sock.close()
+        other.close()
+    time.sleep(0.2)
+    assert not [r for r in caplog.records if r.name == "corral.manager.attach"]

@@ -221,6 +221,8 @@ def _framed(entries, tty: bool) -> bytes:
 class Attaching:
     """Mixin of Engine: ``attach`` and ``resize`` of containers."""
 
+    _closing = False
+
     def attach(self, ref: str, *, stdin: bool = False, stdout: bool = True,
                stderr: bool = True, logs: bool = False, stream: bool = True):
         """``POST /containers/{id}/attach``: a socket in the hijacked-stream
@@ -333,7 +335,7 @@ class Attaching:
         while not watcher.poll(0):
             with self._started:
                 self._started.wait(_poll_delay(time.monotonic() - begun))
-            if time.monotonic() - begun > ATTACH_WAIT:
+            if self._closing or time.monotonic() - begun > ATTACH_WAIT:
                 break
             try:
                 container = self.records.get(container_id)
@@ -351,6 +353,17 @@ class Attaching:
                                    stderr=options["stderr"], since=options["since"])
                 return None, past + _framed(missed, options["tty"])
         return None, past
+
+    def end_attaches(self, timeout: float = 2.0) -> None:
+        """Before the engine closes: this process's attaches that still wait
+        for a run give up, and are waited for (SQLite closed under a thread
+        that reads it crashed the CLI after a failed ``run --rm``)."""
+        self._closing = True
+        self.run_started("")
+        deadline = time.monotonic() + timeout
+        with self._attach_cond:
+            while self._attaches and time.monotonic() < deadline:
+                self._attach_cond.wait(0.05)
 
     def run_started(self, container_id: str) -> None:
         """Wake this process's attaches waiting for a run (of any container:

@@ -89,6 +89,7 @@ class Engine(Observing, Recovery, Attaching, Execs, Networking, VolumeOps):
         self._exec_lock = threading.Lock()
 
     def close(self) -> None:
+        self.end_attaches()
         self.records.close()
         self.store.close()
         self.close_networks()

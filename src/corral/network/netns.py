@@ -65,8 +65,9 @@ def remove(directory: Path, container_id: str) -> None:
         try:
             _syscalls.umount2(str(path), _syscalls.MNT_DETACH)
         except OSError as exc:
-            # EINVAL: no longer a mount point, another releaser was first.
-            if exc.errno != errno.EINVAL:
+            # EINVAL: no longer a mount point; ENOENT: no longer there at
+            # all. Another releaser was first.
+            if exc.errno not in (errno.EINVAL, errno.ENOENT):
                 raise NetworkError(f"remove netns '{path}': {exc.strerror}") from exc
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
