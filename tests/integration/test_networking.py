@@ -19,13 +19,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
 
 from corral.manager import errors
-from corral.network import Networks
 from tests.integration.engines import make_engine, remove_all
 
 HTTPD = "mkdir -p /www && echo hello-from-{tag} > /www/index.html && " \
@@ -61,17 +59,11 @@ NOTHING = {"veths": 0, "netns": 0, "rules": []}
 
 @pytest.fixture
 def engine(tmp_path, busybox_image, make_client):
+    # A default bridge of its own; remove_all takes every bridge network of
+    # the root off the host.
     engine = make_engine(tmp_path, busybox_image, make_client(), "n-")
-    engine.default_bridge = f"cn{uuid.uuid4().hex[:8]}"
-    engine.default_subnet = unique_subnet()
     yield engine
     remove_all(engine)
-    networks = Networks(engine.root, engine.run, default_bridge=engine.default_bridge,
-                        default_subnet=engine.default_subnet)
-    for network in networks.list():
-        if network.driver == "bridge":
-            networks._teardown(network)  # the default bridge's too
-    networks.close()
     shutil.rmtree(engine.run, ignore_errors=True)
 
 

@@ -8,10 +8,10 @@ Queries are sent with dnspython from inside a container's network namespace
 container sends itself, and the answer's rcode is seen exactly.
 """
 
+# ruff: noqa: F811 (engine: the fixture of test_networking, taken as an argument)
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,9 +21,11 @@ import uuid
 import pytest
 
 from corral.manager import errors
-from corral.network import Networks
-from tests.integration.engines import make_engine, remove_all
-from tests.integration.test_networking import leftovers, unique_subnet
+from tests.integration.test_networking import (  # noqa: F401 (engine: a fixture)
+    engine,
+    leftovers,
+    unique_subnet,
+)
 
 QUERY = """
 import sys, dns.message, dns.query, dns.rcode
@@ -36,22 +38,6 @@ else:
     print(dns.rcode.to_text(reply.rcode()),
           *[item.address for rrset in reply.answer for item in rrset])
 """
-
-
-@pytest.fixture
-def engine(tmp_path, busybox_image, make_client):
-    engine = make_engine(tmp_path, busybox_image, make_client(), "rs-")
-    engine.default_bridge = f"cr{uuid.uuid4().hex[:8]}"
-    engine.default_subnet = unique_subnet()
-    yield engine
-    remove_all(engine)
-    networks = Networks(engine.root, engine.run, default_bridge=engine.default_bridge,
-                        default_subnet=engine.default_subnet)
-    for network in networks.list():
-        if network.driver == "bridge":
-            networks._teardown(network)
-    networks.close()
-    shutil.rmtree(engine.run, ignore_errors=True)
 
 
 def network(engine, name: str) -> str:
